@@ -1,0 +1,19 @@
+// Entry points of the `funnel` subcommands. Each takes the arguments after its name and
+// returns the process exit code (0 ok, 1 runtime error, 2 usage error).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace funnel {
+
+int RunCommand(const std::vector<std::string>& args);       // funnel run
+int TokenizeCommand(const std::vector<std::string>& args);  // funnel tokenize
+int ModelCommand(const std::vector<std::string>& args);     // funnel model random
+
+// Prints "funnel <command>: <message>" to stderr and returns the exit code for `status`.
+int ReportError(const std::string& command, const absl::Status& status);
+
+}  // namespace funnel

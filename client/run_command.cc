@@ -1,0 +1,170 @@
+// funnel run: in-process generation with the CPU backend (see kUsage for the contract).
+#include <cstdio>
+#include <fstream>
+#include <random>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "client/cli_args.h"
+#include "client/commands.h"
+#include "nlohmann/json.hpp"
+#include "runtime/exec/generate.h"
+#include "runtime/util/status_macros.h"
+
+namespace funnel {
+namespace {
+
+constexpr char kUsage[] =
+    "usage: funnel run --model PATH (--prompt TEXT | --prompt-ids ID,ID,...) [--max-tokens N]\n"
+    "  [--temperature T] [--top-p P] [--top-k K] [--min-p P] [--repetition-penalty R]\n"
+    "  [--presence-penalty P] [--frequency-penalty F] [--seed S] [--stop STR]... [--ignore-eos]\n"
+    "  [--threads N] [--kv-cache-bytes B] [--json] [--dump-logits FILE]\n";
+
+struct RunArgs {
+  std::string model;
+  std::optional<std::string> prompt;
+  std::vector<int32_t> prompt_ids;
+  SamplingParams sampling;
+  RunnerOptions runner;
+  bool json = false;
+  std::optional<std::string> dump_logits;
+};
+
+absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& s) {
+  std::vector<int32_t> ids;
+  for (absl::string_view part : absl::StrSplit(s, ',', absl::SkipWhitespace())) {
+    int32_t id;
+    if (!absl::SimpleAtoi(part, &id)) {
+      return absl::InvalidArgumentError(absl::StrCat("--prompt-ids: '", part, "' is not an integer"));
+    }
+    ids.push_back(id);
+  }
+  if (ids.empty()) return absl::InvalidArgumentError("--prompt-ids is empty");
+  return ids;
+}
+
+absl::StatusOr<RunArgs> ParseRunArgs(const std::vector<std::string>& argv) {
+  CliSpec spec{{"model", "prompt", "prompt-ids", "max-tokens", "temperature", "top-p", "top-k",
+                "min-p", "repetition-penalty", "presence-penalty", "frequency-penalty", "seed",
+                "threads", "kv-cache-bytes", "dump-logits", "block-size"},
+               {"ignore-eos", "json"},
+               {"stop"}};
+  ASSIGN_OR_RETURN(CliArgs args, CliArgs::Parse(argv, spec));
+  RunArgs r;
+  ASSIGN_OR_RETURN(r.model, args.Require("model"));
+  if (args.Has("prompt") == args.Has("prompt-ids")) {
+    return absl::InvalidArgumentError("give exactly one of --prompt and --prompt-ids");
+  }
+  r.prompt = args.Get("prompt");
+  if (auto ids = args.Get("prompt-ids")) {
+    ASSIGN_OR_RETURN(r.prompt_ids, ParseIds(*ids));
+  }
+  SamplingParams& s = r.sampling;
+  ASSIGN_OR_RETURN(s.max_tokens, args.GetInt("max-tokens", 128, 0, 1 << 24));
+  ASSIGN_OR_RETURN(double temperature, args.GetDouble("temperature", 0.0, 0.0, 100.0));
+  ASSIGN_OR_RETURN(double top_p, args.GetDouble("top-p", 1.0, 0.0, 1.0));
+  ASSIGN_OR_RETURN(s.top_k, args.GetInt("top-k", 0, -1, 1 << 24));
+  ASSIGN_OR_RETURN(double min_p, args.GetDouble("min-p", 0.0, 0.0, 1.0));
+  ASSIGN_OR_RETURN(double rep, args.GetDouble("repetition-penalty", 1.0, 0.0, 100.0));
+  ASSIGN_OR_RETURN(double pres, args.GetDouble("presence-penalty", 0.0, -2.0, 2.0));
+  ASSIGN_OR_RETURN(double freq, args.GetDouble("frequency-penalty", 0.0, -2.0, 2.0));
+  s.temperature = static_cast<float>(temperature);
+  s.top_p = static_cast<float>(top_p);
+  s.min_p = static_cast<float>(min_p);
+  s.repetition_penalty = static_cast<float>(rep);
+  s.presence_penalty = static_cast<float>(pres);
+  s.frequency_penalty = static_cast<float>(freq);
+  if (args.Has("seed")) {
+    ASSIGN_OR_RETURN(int64_t seed, args.GetInt("seed", 0, 0, INT64_MAX));
+    s.seed = static_cast<uint64_t>(seed);
+  }
+  s.stop = args.GetAll("stop");
+  s.ignore_eos = args.Flag("ignore-eos");
+  RETURN_IF_ERROR(s.Validate());
+  ASSIGN_OR_RETURN(r.runner.num_threads, args.GetInt("threads", 2, 1, 256));
+  ASSIGN_OR_RETURN(r.runner.block_size, args.GetInt("block-size", 16, 1, 1024));
+  ASSIGN_OR_RETURN(r.runner.kv_cache_bytes,
+                   args.GetInt("kv-cache-bytes", r.runner.kv_cache_bytes, 1, INT64_MAX));
+  r.json = args.Flag("json");
+  r.dump_logits = args.Get("dump-logits");
+  return r;
+}
+
+// Writes one JSON line per position: {"pos":P,"logits":[...]} (shortest round-trip floats).
+class LogitsDumper {
+ public:
+  explicit LogitsDumper(const std::string& path) : out_(path) {}
+  bool ok() const { return static_cast<bool>(out_); }
+  void Write(int64_t pos, std::span<const float> logits) {
+    nlohmann::json line = {{"pos", pos}, {"logits", std::vector<float>(logits.begin(), logits.end())}};
+    out_ << line.dump() << '\n';
+  }
+
+ private:
+  std::ofstream out_;
+};
+
+nlohmann::json ResultJson(const std::vector<int32_t>& prompt, const GenerationResult& g) {
+  const auto& t = g.timings;
+  auto rate = [](double n, double ms) { return ms > 0.0 ? n * 1000.0 / ms : 0.0; };
+  return {{"prompt_ids", prompt},
+          {"output_ids", g.output_ids},
+          {"text", g.text},
+          {"finish_reason", g.finish_reason},
+          {"timings",
+           {{"prefill_ms", t.prefill_ms},
+            {"decode_ms", t.decode_ms},
+            {"prefill_tok_s", rate(static_cast<double>(t.prefill_tokens), t.prefill_ms)},
+            {"decode_tok_s", rate(static_cast<double>(t.decode_steps), t.decode_ms)}}}};
+}
+
+absl::Status Run(const std::vector<std::string>& argv) {
+  ASSIGN_OR_RETURN(RunArgs r, ParseRunArgs(argv));
+  ASSIGN_OR_RETURN(std::unique_ptr<ModelWeights> weights, ModelWeights::Open(r.model));
+  ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, Tokenizer::FromGguf(weights->gguf()));
+  std::vector<int32_t> prompt = r.prompt_ids;
+  if (r.prompt) prompt = tokenizer->Encode(*r.prompt, EncodeOptions{});
+  if (prompt.empty()) return absl::InvalidArgumentError("the prompt encodes to no tokens");
+  ASSIGN_OR_RETURN(std::unique_ptr<CpuModelRunner> runner, CpuModelRunner::Create(*weights, r.runner));
+
+  std::unique_ptr<LogitsDumper> dumper;
+  LogitsObserver observer;
+  if (r.dump_logits) {
+    dumper = std::make_unique<LogitsDumper>(*r.dump_logits);
+    if (!dumper->ok()) return absl::InvalidArgumentError(absl::StrCat("cannot write ", *r.dump_logits));
+    observer = [&](int64_t pos, std::span<const float> l) { dumper->Write(pos, l); };
+  }
+  std::function<void(std::string_view)> on_text;
+  if (!r.json) {
+    on_text = [](std::string_view s) {
+      std::fwrite(s.data(), 1, s.size(), stdout);
+      std::fflush(stdout);
+    };
+  }
+  const uint64_t default_seed = std::random_device{}();
+  ASSIGN_OR_RETURN(GenerationResult g, Generate(*runner, *tokenizer, prompt, r.sampling,
+                                                default_seed, observer, on_text));
+  if (r.json) {
+    std::printf("%s\n", ResultJson(prompt, g).dump(-1, ' ', false,
+                                                   nlohmann::json::error_handler_t::replace).c_str());
+  } else {
+    std::printf("\n");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int RunCommand(const std::vector<std::string>& args) {
+  for (const auto& a : args) {
+    if (a == "--help" || a == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+  }
+  if (absl::Status st = Run(args); !st.ok()) return ReportError("run", st);
+  return 0;
+}
+
+}  // namespace funnel

@@ -1,0 +1,23 @@
+# Decides FUNNEL_CUDA_ENABLED from FUNNEL_WITH_CUDA and sets the CUDA architectures.
+# Runs before project(): Hopper first (sm_90a SASS + compute_90 PTX as forward-compatible fallback).
+if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+  set(CMAKE_CUDA_ARCHITECTURES "90a-real;90-virtual")
+endif()
+
+set(FUNNEL_CUDA_ENABLED OFF)
+string(TOUPPER "${FUNNEL_WITH_CUDA}" _funnel_cuda_mode)
+if(_funnel_cuda_mode STREQUAL "OFF")
+  set(FUNNEL_CUDA_ENABLED OFF)
+else()
+  include(CheckLanguage)
+  if(NOT CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
+    set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
+  endif()
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER)
+    set(FUNNEL_CUDA_ENABLED ON)
+  elseif(_funnel_cuda_mode STREQUAL "ON")
+    message(FATAL_ERROR "FUNNEL_WITH_CUDA=ON but no CUDA compiler was found")
+  endif()
+endif()
+message(STATUS "Funnel CUDA backend: ${FUNNEL_CUDA_ENABLED} (FUNNEL_WITH_CUDA=${FUNNEL_WITH_CUDA})")

@@ -1,0 +1,258 @@
+#include "runtime/exec/cpu_model_runner.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_format.h"
+#include "kernels/cpu/norm_rope_act.h"
+#include "runtime/util/status_macros.h"
+
+namespace funnel {
+namespace {
+
+constexpr int64_t kRowsPerTask = 8;
+
+void AddInPlace(float* dst, const float* src, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
+}
+
+}  // namespace
+
+absl::Status RunnerOptions::Validate() const {
+  if (num_threads < 1 || num_threads > 256) {
+    return absl::InvalidArgumentError(absl::StrFormat("threads must be in [1, 256], got %d", num_threads));
+  }
+  if (block_size < 1 || block_size > 1024) {
+    return absl::InvalidArgumentError(absl::StrFormat("block size must be in [1, 1024], got %d", block_size));
+  }
+  if (kv_cache_bytes <= 0) return absl::InvalidArgumentError("KV cache size must be positive");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<CpuModelRunner>> CpuModelRunner::Create(
+    const ModelWeights& weights, const RunnerOptions& options) {
+  RETURN_IF_ERROR(options.Validate());
+  const ModelConfig& c = weights.config();
+  PagedKvGeometry g{options.block_size, c.num_kv_heads, c.head_dim};
+  const int64_t block_bytes = g.BlockFloats() * int64_t{sizeof(float)};
+  const int64_t num_blocks = options.kv_cache_bytes / block_bytes;
+  if (num_blocks < 1 || num_blocks > INT32_MAX) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "KV cache of %d bytes holds %d blocks of %d bytes; need at least one", options.kv_cache_bytes,
+        num_blocks, block_bytes));
+  }
+  return std::unique_ptr<CpuModelRunner>(
+      new CpuModelRunner(weights, options, static_cast<int32_t>(num_blocks)));
+}
+
+CpuModelRunner::CpuModelRunner(const ModelWeights& weights, const RunnerOptions& options,
+                               int32_t num_blocks)
+    : weights_(weights),
+      options_(options),
+      geometry_{options.block_size, weights.config().num_kv_heads, weights.config().head_dim},
+      pool_(num_blocks),
+      // Uninitialized on purpose: pages are only touched when blocks are used.
+      kv_storage_(new float[static_cast<size_t>(int64_t{num_blocks} * geometry_.BlockFloats())]),
+      threads_(options.num_threads),
+      matmul_workspace_(options.num_threads),
+      attention_scratch_(static_cast<size_t>(options.num_threads)) {
+  // Parallelism comes from threads_; each OpenBLAS call runs inside one task.
+  openblas_set_num_threads(1);
+}
+
+SequenceKv CpuModelRunner::NewSequence() const {
+  return SequenceKv(weights_.config().num_layers, options_.block_size);
+}
+
+absl::Status CpuModelRunner::ValidateBatch(std::span<const StepSequence> batch) const {
+  const ModelConfig& c = weights_.config();
+  for (size_t s = 0; s < batch.size(); ++s) {
+    const StepSequence& seq = batch[s];
+    if (seq.kv == nullptr || seq.tokens.empty()) {
+      return absl::InvalidArgumentError(absl::StrFormat("batch entry %d has no tokens", s));
+    }
+    if (seq.kv->num_layers() != c.num_layers || seq.kv->block_size() != options_.block_size) {
+      return absl::InvalidArgumentError("sequence cache does not match this model");
+    }
+    for (int32_t id : seq.tokens) {
+      if (id < 0 || id >= c.vocab_size) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("token id %d is outside the vocabulary [0, %d)", id, c.vocab_size));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuModelRunner::ReserveKv(std::span<const StepSequence> batch) {
+  const int32_t layers = weights_.config().num_layers;
+  int64_t needed = 0;
+  for (const StepSequence& seq : batch) {
+    for (int32_t l = 0; l < layers; ++l) {
+      needed += seq.kv->BlocksNeeded(l, seq.kv->layer_length(l) + static_cast<int64_t>(seq.tokens.size()));
+    }
+  }
+  if (needed > pool_.num_free()) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "KV cache full: step needs %d blocks, %d of %d free", needed, pool_.num_free(), pool_.num_blocks()));
+  }
+  base_lengths_.assign(batch.size() * static_cast<size_t>(layers), 0);
+  for (size_t s = 0; s < batch.size(); ++s) {
+    SequenceKv& kv = *batch[s].kv;
+    for (int32_t l = 0; l < layers; ++l) {
+      base_lengths_[s * layers + l] = kv.layer_length(l);
+      RETURN_IF_ERROR(kv.Grow(pool_, l, kv.layer_length(l) + static_cast<int64_t>(batch[s].tokens.size())));
+    }
+  }
+  return absl::OkStatus();
+}
+
+void CpuModelRunner::ParallelRows(int64_t rows, const std::function<void(int64_t, int64_t)>& fn) {
+  const int64_t tasks = (rows + kRowsPerTask - 1) / kRowsPerTask;
+  threads_.ParallelFor(tasks, [&](int64_t task, int) {
+    const int64_t r0 = task * kRowsPerTask;
+    fn(r0, std::min(rows, r0 + kRowsPerTask));
+  });
+}
+
+absl::Status CpuModelRunner::Step(std::span<const StepSequence> batch, std::vector<float>& logits) {
+  logits.clear();
+  if (batch.empty()) return absl::OkStatus();
+  RETURN_IF_ERROR(ValidateBatch(batch));
+  RETURN_IF_ERROR(ReserveKv(batch));
+
+  const ModelConfig& c = weights_.config();
+  row_offsets_.assign(1, 0);
+  positions_.clear();
+  for (const StepSequence& seq : batch) {
+    const int64_t start = seq.kv->num_positions();
+    for (size_t i = 0; i < seq.tokens.size(); ++i) positions_.push_back(static_cast<int32_t>(start + i));
+    row_offsets_.push_back(row_offsets_.back() + static_cast<int64_t>(seq.tokens.size()));
+  }
+  num_rows_ = row_offsets_.back();
+  const int64_t dim = c.dim;
+  x_.resize(static_cast<size_t>(num_rows_ * dim));
+  int64_t row = 0;
+  for (const StepSequence& seq : batch) {
+    for (int32_t id : seq.tokens) {
+      const WeightMatrix& e = weights_.token_embedding();
+      DequantizeRow(e.type, e.Row(id), x_.data() + row * dim, dim);
+      ++row;
+    }
+  }
+  for (int32_t l = 0; l < c.num_layers; ++l) RunLayer(l, batch);
+  for (const StepSequence& seq : batch) {
+    seq.kv->set_num_positions(seq.kv->num_positions() + static_cast<int64_t>(seq.tokens.size()));
+  }
+  ComputeLogits(batch, logits);
+  return absl::OkStatus();
+}
+
+void CpuModelRunner::RunLayer(int32_t layer, std::span<const StepSequence> batch) {
+  const ModelConfig& c = weights_.config();
+  const LayerWeights& w = weights_.layer(layer);
+  const int64_t n = num_rows_, dim = c.dim;
+  const int64_t q_dim = int64_t{c.num_heads} * c.head_dim;
+  const int64_t kv_dim = int64_t{c.num_kv_heads} * c.head_dim;
+  xn_.resize(static_cast<size_t>(n * std::max<int64_t>(dim, q_dim)));
+  q_.resize(static_cast<size_t>(n * q_dim));
+  k_.resize(static_cast<size_t>(n * kv_dim));
+  v_.resize(static_cast<size_t>(n * kv_dim));
+  attn_.resize(static_cast<size_t>(n * q_dim));
+  gate_.resize(static_cast<size_t>(n * c.ffn_dim));
+  up_.resize(static_cast<size_t>(n * c.ffn_dim));
+
+  ParallelRows(n, [&](int64_t r0, int64_t r1) {
+    RmsNorm(x_.data() + r0 * dim, w.attn_norm.data(), xn_.data() + r0 * dim, r1 - r0, dim, c.rms_norm_eps);
+  });
+  MatMul(w.wq, xn_.data(), n, q_.data(), threads_, matmul_workspace_);
+  MatMul(w.wk, xn_.data(), n, k_.data(), threads_, matmul_workspace_);
+  MatMul(w.wv, xn_.data(), n, v_.data(), threads_, matmul_workspace_);
+  ParallelRows(n, [&](int64_t r0, int64_t r1) {
+    ApplyRope(q_.data() + r0 * q_dim, positions_.data() + r0, r1 - r0, c.num_heads, c.head_dim,
+              c.rope_dim, c.rope_theta, c.rope_style);
+    ApplyRope(k_.data() + r0 * kv_dim, positions_.data() + r0, r1 - r0, c.num_kv_heads, c.head_dim,
+              c.rope_dim, c.rope_theta, c.rope_style);
+  });
+  WriteKv(layer, batch);
+  Attention(layer, batch);
+  MatMul(w.wo, attn_.data(), n, xn_.data(), threads_, matmul_workspace_);
+  ParallelRows(n, [&](int64_t r0, int64_t r1) {
+    AddInPlace(x_.data() + r0 * dim, xn_.data() + r0 * dim, (r1 - r0) * dim);
+    RmsNorm(x_.data() + r0 * dim, w.ffn_norm.data(), xn_.data() + r0 * dim, r1 - r0, dim, c.rms_norm_eps);
+  });
+  MatMul(w.w_gate, xn_.data(), n, gate_.data(), threads_, matmul_workspace_);
+  MatMul(w.w_up, xn_.data(), n, up_.data(), threads_, matmul_workspace_);
+  ParallelRows(n, [&](int64_t r0, int64_t r1) {
+    SwiGlu(gate_.data() + r0 * c.ffn_dim, up_.data() + r0 * c.ffn_dim, gate_.data() + r0 * c.ffn_dim,
+           (r1 - r0) * c.ffn_dim);
+  });
+  MatMul(w.w_down, gate_.data(), n, xn_.data(), threads_, matmul_workspace_);
+  ParallelRows(n, [&](int64_t r0, int64_t r1) {
+    AddInPlace(x_.data() + r0 * dim, xn_.data() + r0 * dim, (r1 - r0) * dim);
+  });
+}
+
+void CpuModelRunner::WriteKv(int32_t layer, std::span<const StepSequence> batch) {
+  const PagedKvGeometry& g = geometry_;
+  const int64_t layers = weights_.config().num_layers;
+  const int64_t kv_dim = g.num_kv_heads * g.head_dim;
+  for (size_t s = 0; s < batch.size(); ++s) {
+    std::span<const BlockId> table = batch[s].kv->block_table(layer);
+    const int64_t base = base_lengths_[s * layers + layer];
+    for (int64_t i = 0; i < row_offsets_[s + 1] - row_offsets_[s]; ++i) {
+      const int64_t entry = base + i;
+      float* block = block_data(table[static_cast<size_t>(entry / g.block_size)]);
+      const int64_t slot = entry % g.block_size;
+      const int64_t r = row_offsets_[s] + i;
+      for (int64_t h = 0; h < g.num_kv_heads; ++h) {
+        std::copy_n(k_.data() + r * kv_dim + h * g.head_dim, g.head_dim, block + g.KOffset(h, slot));
+        std::copy_n(v_.data() + r * kv_dim + h * g.head_dim, g.head_dim, block + g.VOffset(h, slot));
+      }
+    }
+  }
+}
+
+void CpuModelRunner::Attention(int32_t layer, std::span<const StepSequence> batch) {
+  const ModelConfig& c = weights_.config();
+  const int64_t layers = c.num_layers;
+  const int64_t q_dim = int64_t{c.num_heads} * c.head_dim;
+  const int64_t kv_heads = c.num_kv_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  threads_.ParallelFor(static_cast<int64_t>(batch.size()) * kv_heads, [&](int64_t task, int thread) {
+    const size_t s = static_cast<size_t>(task / kv_heads);
+    const int64_t n_q = row_offsets_[s + 1] - row_offsets_[s];
+    PagedAttentionArgs args;
+    args.q = q_.data() + row_offsets_[s] * q_dim;
+    args.out = attn_.data() + row_offsets_[s] * q_dim;
+    args.n_q = n_q;
+    args.num_heads = c.num_heads;
+    args.pool = kv_storage_.get();
+    args.geometry = geometry_;
+    args.block_table = batch[s].kv->block_table(layer).data();
+    args.kv_len = base_lengths_[s * layers + layer] + n_q;
+    args.scale = scale;
+    PagedAttentionKvHead(args, task % kv_heads, attention_scratch_[static_cast<size_t>(thread)]);
+  });
+}
+
+void CpuModelRunner::ComputeLogits(std::span<const StepSequence> batch, std::vector<float>& logits) {
+  const ModelConfig& c = weights_.config();
+  const int64_t dim = c.dim;
+  // Gather the rows that need logits into xn_, normalized.
+  int64_t out_rows = 0;
+  for (size_t s = 0; s < batch.size(); ++s) {
+    const int64_t first = batch[s].all_logits ? row_offsets_[s] : row_offsets_[s + 1] - 1;
+    for (int64_t r = first; r < row_offsets_[s + 1]; ++r) {
+      RmsNorm(x_.data() + r * dim, weights_.output_norm().data(), xn_.data() + out_rows * dim, 1, dim,
+              c.rms_norm_eps);
+      ++out_rows;
+    }
+  }
+  logits.resize(static_cast<size_t>(out_rows * c.vocab_size));
+  MatMul(weights_.output(), xn_.data(), out_rows, logits.data(), threads_, matmul_workspace_);
+}
+
+}  // namespace funnel

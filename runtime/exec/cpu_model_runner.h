@@ -1,0 +1,87 @@
+// The CPU backend: a batched Llama forward pass over a paged, per-layer KV cache.
+//
+// Thread rules: one thread (the engine thread) calls Step; kernels fan out on the runner's own
+// ThreadPool. OpenBLAS is used single-threaded inside those tasks.
+#pragma once
+
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kernels/cpu/matmul.h"
+#include "kernels/cpu/paged_attention.h"
+#include "kernels/cpu/thread_pool.h"
+#include "runtime/kv/block_pool.h"
+#include "runtime/kv/sequence_kv.h"
+#include "runtime/model/model_weights.h"
+
+namespace funnel {
+
+struct RunnerOptions {
+  int32_t num_threads = 2;
+  int32_t block_size = 16;           // KV entries per block
+  int64_t kv_cache_bytes = int64_t{1} << 30;  // pool size; rounded down to whole blocks
+
+  absl::Status Validate() const;
+};
+
+// One sequence's part of a batched step.
+struct StepSequence {
+  SequenceKv* kv = nullptr;           // grows by tokens.size() entries in every layer
+  std::span<const int32_t> tokens;    // new tokens, at positions kv->num_positions() onward
+  bool all_logits = false;            // logits for every new token (else only the last)
+};
+
+class CpuModelRunner {
+ public:
+  static absl::StatusOr<std::unique_ptr<CpuModelRunner>> Create(const ModelWeights& weights,
+                                                                const RunnerOptions& options);
+
+  // Runs the new tokens of all sequences through the model as one batch (prefill and decode
+  // mix freely). Appends their K/V to each sequence's cache and advances num_positions.
+  // `logits` receives, in batch order, one vocab-sized row per requested position.
+  // All-or-nothing on KV space: ResourceExhausted (nothing changed) when the pool is too small;
+  // InvalidArgument for empty token lists or ids outside the vocabulary.
+  absl::Status Step(std::span<const StepSequence> batch, std::vector<float>& logits);
+
+  // An empty cache for a new sequence (its blocks come from pool()).
+  SequenceKv NewSequence() const;
+  // Returns a sequence's blocks to the pool.
+  void Release(SequenceKv& kv) { kv.Release(pool_); }
+
+  BlockPool& pool() { return pool_; }
+  const PagedKvGeometry& geometry() const { return geometry_; }
+  const ModelConfig& config() const { return weights_.config(); }
+  int64_t block_bytes() const { return geometry_.BlockFloats() * int64_t{sizeof(float)}; }
+  float* block_data(BlockId b) { return kv_storage_.get() + int64_t{b} * geometry_.BlockFloats(); }
+
+ private:
+  CpuModelRunner(const ModelWeights& weights, const RunnerOptions& options, int32_t num_blocks);
+
+  absl::Status ValidateBatch(std::span<const StepSequence> batch) const;
+  absl::Status ReserveKv(std::span<const StepSequence> batch);
+  void RunLayer(int32_t layer, std::span<const StepSequence> batch);
+  void WriteKv(int32_t layer, std::span<const StepSequence> batch);
+  void Attention(int32_t layer, std::span<const StepSequence> batch);
+  void ComputeLogits(std::span<const StepSequence> batch, std::vector<float>& logits);
+  void ParallelRows(int64_t rows, const std::function<void(int64_t, int64_t)>& fn);
+
+  const ModelWeights& weights_;
+  RunnerOptions options_;
+  PagedKvGeometry geometry_;
+  BlockPool pool_;
+  std::unique_ptr<float[]> kv_storage_;
+  ThreadPool threads_;
+  MatMulWorkspace matmul_workspace_;
+  std::vector<AttentionScratch> attention_scratch_;  // one per thread
+
+  // Step state, reused across steps. Rows are the batch's new tokens in order.
+  int64_t num_rows_ = 0;
+  std::vector<int32_t> positions_;     // [rows]
+  std::vector<int64_t> row_offsets_;   // first row of each sequence, + total
+  std::vector<int64_t> base_lengths_;  // [seq * layers]: entries stored before this step
+  std::vector<float> x_, xn_, q_, k_, v_, attn_, gate_, up_;
+};
+
+}  // namespace funnel

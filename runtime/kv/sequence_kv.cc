@@ -1,0 +1,51 @@
+#include "runtime/kv/sequence_kv.h"
+
+#include <cassert>
+
+#include "absl/strings/str_format.h"
+
+namespace funnel {
+
+SequenceKv::SequenceKv(int32_t num_layers, int32_t block_size)
+    : block_size_(block_size),
+      tables_(static_cast<size_t>(num_layers)),
+      lengths_(static_cast<size_t>(num_layers), 0) {}
+
+SequenceKv::~SequenceKv() {
+  for ([[maybe_unused]] const auto& t : tables_) assert(t.empty() && "SequenceKv not released");
+}
+
+int64_t SequenceKv::BlocksNeeded(int32_t layer, int64_t new_length) const {
+  const int64_t have = static_cast<int64_t>(tables_[static_cast<size_t>(layer)].size());
+  const int64_t need = (new_length + block_size_ - 1) / block_size_;
+  return need > have ? need - have : 0;
+}
+
+absl::Status SequenceKv::Grow(BlockPool& pool, int32_t layer, int64_t new_length) {
+  const int64_t extra = BlocksNeeded(layer, new_length);
+  if (extra > pool.num_free()) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "KV pool exhausted: layer %d needs %d more blocks, %d free", layer, extra, pool.num_free()));
+  }
+  auto& table = tables_[static_cast<size_t>(layer)];
+  for (int64_t i = 0; i < extra; ++i) table.push_back(*pool.Allocate());
+  if (new_length > lengths_[static_cast<size_t>(layer)]) lengths_[static_cast<size_t>(layer)] = new_length;
+  return absl::OkStatus();
+}
+
+void SequenceKv::Release(BlockPool& pool) {
+  for (auto& table : tables_) {
+    for (BlockId b : table) pool.Unref(b);
+    table.clear();
+  }
+  for (auto& len : lengths_) len = 0;
+  num_positions_ = 0;
+}
+
+int64_t SequenceKv::num_blocks() const {
+  int64_t n = 0;
+  for (const auto& t : tables_) n += static_cast<int64_t>(t.size());
+  return n;
+}
+
+}  // namespace funnel

@@ -1,0 +1,92 @@
+#include "runtime/model/model_config.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "runtime/util/status_macros.h"
+
+namespace funnel {
+namespace {
+
+absl::StatusOr<int32_t> GetPositiveInt(const GgufFile& gguf, const std::string& key) {
+  ASSIGN_OR_RETURN(int64_t v, gguf.GetInt(key));
+  if (v <= 0 || v > (int64_t{1} << 30)) {
+    return absl::InvalidArgumentError(absl::StrFormat("model: %s = %d is out of range", key, v));
+  }
+  return static_cast<int32_t>(v);
+}
+
+// Optional key: `fallback` when absent, an error when present but malformed.
+template <typename T, typename Getter>
+absl::StatusOr<T> GetOr(const GgufFile& gguf, const std::string& key, T fallback, Getter get) {
+  if (!gguf.Has(key)) return fallback;
+  return get(key);
+}
+
+}  // namespace
+
+absl::Status ModelConfig::Validate() const {
+  auto bad = [](const std::string& what) {
+    return absl::InvalidArgumentError(absl::StrCat("model config: ", what));
+  };
+  if (num_layers <= 0 || dim <= 0 || ffn_dim <= 0 || num_heads <= 0 || num_kv_heads <= 0 ||
+      vocab_size <= 0) {
+    return bad("layers, dim, ffn, heads, kv heads and vocab must be positive");
+  }
+  if (dim % num_heads != 0) return bad(absl::StrFormat("dim %d is not a multiple of %d heads", dim, num_heads));
+  if (num_heads % num_kv_heads != 0) {
+    return bad(absl::StrFormat("%d heads are not a multiple of %d KV heads", num_heads, num_kv_heads));
+  }
+  if (head_dim != dim / num_heads) return bad("head_dim must equal dim / heads");
+  if (rope_dim <= 0 || rope_dim > head_dim || rope_dim % 2 != 0) {
+    return bad(absl::StrFormat("rope dimension %d must be even and at most head_dim %d", rope_dim, head_dim));
+  }
+  if (!(rope_theta > 0.0f) || !(rms_norm_eps > 0.0f)) return bad("rope theta and RMSNorm epsilon must be positive");
+  if (context_length <= 0) return bad("context length must be positive");
+  return absl::OkStatus();
+}
+
+std::string ModelConfig::Summary() const {
+  return absl::StrFormat(
+      "%s: %d layers, dim %d, %d heads / %d KV heads (head_dim %d), ffn %d, vocab %d, ctx %d, "
+      "rope theta %g, eps %g, %s output",
+      name, num_layers, dim, num_heads, num_kv_heads, head_dim, ffn_dim, vocab_size,
+      context_length, rope_theta, rms_norm_eps, tied_output ? "tied" : "separate");
+}
+
+absl::StatusOr<ModelConfig> ModelConfigFromGguf(const GgufFile& gguf) {
+  ModelConfig c;
+  ASSIGN_OR_RETURN(c.architecture, gguf.GetString("general.architecture"));
+  if (c.architecture != "llama") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unsupported model architecture '", c.architecture, "' (supported: llama)"));
+  }
+  const std::string p = c.architecture + ".";
+  auto get_string = [&](const std::string& k) { return gguf.GetString(k); };
+  auto get_int = [&](const std::string& k) { return GetPositiveInt(gguf, k); };
+  auto get_float = [&](const std::string& k) -> absl::StatusOr<float> {
+    ASSIGN_OR_RETURN(double v, gguf.GetFloat(k));
+    return static_cast<float>(v);
+  };
+  ASSIGN_OR_RETURN(c.name, GetOr<std::string>(gguf, "general.name", "model", get_string));
+  ASSIGN_OR_RETURN(c.num_layers, get_int(p + "block_count"));
+  ASSIGN_OR_RETURN(c.dim, get_int(p + "embedding_length"));
+  ASSIGN_OR_RETURN(c.ffn_dim, get_int(p + "feed_forward_length"));
+  ASSIGN_OR_RETURN(c.num_heads, get_int(p + "attention.head_count"));
+  ASSIGN_OR_RETURN(c.num_kv_heads, GetOr<int32_t>(gguf, p + "attention.head_count_kv", c.num_heads, get_int));
+  ASSIGN_OR_RETURN(c.context_length, GetOr<int32_t>(gguf, p + "context_length", 2048, get_int));
+  ASSIGN_OR_RETURN(c.rope_theta, GetOr<float>(gguf, p + "rope.freq_base", 10000.0f, get_float));
+  ASSIGN_OR_RETURN(c.rms_norm_eps,
+                   GetOr<float>(gguf, p + "attention.layer_norm_rms_epsilon", 1e-5f, get_float));
+  c.head_dim = c.num_heads > 0 ? c.dim / c.num_heads : 0;
+  ASSIGN_OR_RETURN(c.rope_dim, GetOr<int32_t>(gguf, p + "rope.dimension_count", c.head_dim, get_int));
+
+  const GgufTensorInfo* embd = gguf.FindTensor("token_embd.weight");
+  if (embd == nullptr) return absl::InvalidArgumentError("model: missing tensor token_embd.weight");
+  if (embd->dims.size() != 2) return absl::InvalidArgumentError("model: token_embd.weight must be 2-D");
+  c.vocab_size = static_cast<int32_t>(embd->dims[1]);
+  c.tied_output = gguf.FindTensor("output.weight") == nullptr;
+  RETURN_IF_ERROR(c.Validate());
+  return c;
+}
+
+}  // namespace funnel
