@@ -3,6 +3,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <cassert>
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
@@ -134,6 +135,7 @@ void GemmPanel(const WeightMatrix& w, int64_t r0, int64_t r1, const float* x, in
 }  // namespace
 
 float* MatMulWorkspace::Get(int thread_index, int64_t floats) {
+  assert(thread_index >= 0 && static_cast<size_t>(thread_index) < buffers_.size());
   auto& buf = buffers_[static_cast<size_t>(thread_index)];
   if (static_cast<int64_t>(buf.size()) < floats) buf.resize(static_cast<size_t>(floats));
   return buf.data();

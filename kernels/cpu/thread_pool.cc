@@ -1,10 +1,26 @@
 #include "kernels/cpu/thread_pool.h"
 
+#include <sched.h>
+
 namespace funnel {
 namespace {
-// Workers spin this many iterations on a new generation before sleeping: a decode step issues
-// hundreds of short parallel regions, and a condition-variable wake costs tens of microseconds.
-constexpr int kSpinIterations = 20000;
+
+// A decode step issues hundreds of short parallel regions; a futex wake costs tens of
+// microseconds, so both sides spin briefly (yielding now and then, in case the machine has
+// fewer free cores than threads) before sleeping.
+constexpr int kSpinIterations = 4000;
+constexpr int kYieldEvery = 256;
+
+inline void CpuRelax(int iteration) {
+  if (iteration % kYieldEvery == kYieldEvery - 1) {
+    sched_yield();
+  } else {
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#endif
+  }
+}
+
 }  // namespace
 
 ThreadPool::ThreadPool(int num_threads) : num_threads_(num_threads < 1 ? 1 : num_threads) {
@@ -15,7 +31,7 @@ ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
-    generation_.fetch_add(1);
+    generation_.fetch_add(1, std::memory_order_release);
   }
   wake_.notify_all();
   for (auto& w : workers_) w.join();
@@ -40,35 +56,42 @@ void ThreadPool::ParallelFor(int64_t num_tasks, const std::function<void(int64_t
     fn_ = &fn;
     num_tasks_ = num_tasks;
     next_task_.store(0, std::memory_order_relaxed);
-    active_workers_ = static_cast<int>(workers_.size());
+    pending_workers_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
     generation_.fetch_add(1, std::memory_order_release);
   }
   wake_.notify_all();
   RunTasks(0);
+  for (int i = 0; i < kSpinIterations; ++i) {
+    if (pending_workers_.load(std::memory_order_acquire) == 0) return;
+    CpuRelax(i);
+  }
   std::unique_lock<std::mutex> lock(mu_);
-  done_.wait(lock, [this] { return active_workers_ == 0; });
-  fn_ = nullptr;
+  done_.wait(lock, [this] { return pending_workers_.load(std::memory_order_acquire) == 0; });
 }
 
 void ThreadPool::WorkerLoop(int thread_index) {
   uint64_t seen = 0;
   for (;;) {
-    for (int spin = 0; spin < kSpinIterations; ++spin) {
-      if (generation_.load(std::memory_order_acquire) != seen) break;
-#if defined(__x86_64__)
-      __builtin_ia32_pause();
-#endif
+    uint64_t current = generation_.load(std::memory_order_acquire);
+    for (int i = 0; current == seen && i < kSpinIterations; ++i) {
+      CpuRelax(i);
+      current = generation_.load(std::memory_order_acquire);
     }
-    {
+    if (current == seen) {
       std::unique_lock<std::mutex> lock(mu_);
-      wake_.wait(lock, [&] { return generation_.load() != seen; });
-      seen = generation_.load();
+      wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
+      current = generation_.load(std::memory_order_acquire);
+    }
+    seen = current;
+    {
+      // stop_ is written under mu_ before the generation bump that announces it.
+      std::lock_guard<std::mutex> lock(mu_);
       if (stop_) return;
     }
     RunTasks(thread_index);
-    {
+    if (pending_workers_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
       std::lock_guard<std::mutex> lock(mu_);
-      if (--active_workers_ == 0) done_.notify_one();
+      done_.notify_one();
     }
   }
 }

@@ -36,12 +36,13 @@ class ThreadPool {
   std::mutex mu_;
   std::condition_variable wake_;
   std::condition_variable done_;
-  const std::function<void(int64_t, int)>* fn_ = nullptr;  // guarded by mu_ for publication
+  // Published by the generation_ release-increment; read by workers after acquiring it.
+  const std::function<void(int64_t, int)>* fn_ = nullptr;
   int64_t num_tasks_ = 0;
   std::atomic<int64_t> next_task_{0};
   std::atomic<uint64_t> generation_{0};
-  int active_workers_ = 0;
-  bool stop_ = false;
+  std::atomic<int> pending_workers_{0};  // workers still inside the current region
+  bool stop_ = false;                    // guarded by mu_
 };
 
 }  // namespace funnel

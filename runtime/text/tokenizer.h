@@ -52,10 +52,12 @@ struct Vocabulary {
 };
 
 struct EncodeOptions {
-  bool add_bos = true;  // prepend BOS if the vocabulary asks for it (add_bos_token)
-  bool add_space_prefix =
-      true;             // SentencePiece leading-space rule; false for continuations of a session
-  bool add_eos = true;  // append EOS if the vocabulary asks for it (add_eos_token)
+  // Prepend BOS if the vocabulary asks for it (add_bos_token).
+  bool add_bos = true;
+  // SentencePiece leading-space rule; false for continuations of a session.
+  bool add_space_prefix = true;
+  // Append EOS if the vocabulary asks for it (add_eos_token; off for Llama vocabularies).
+  bool add_eos = true;
 };
 
 class Tokenizer {
