@@ -137,6 +137,9 @@ absl::Status Main(const std::vector<std::string>& argv) {
   std::printf("model: %s\n", c.Summary().c_str());
   std::printf("weights read per decode step: %.1f MB; threads %lld\n", weights->matrix_bytes() / 1e6,
               static_cast<long long>(threads));
+  // Warm-up: fault in the weight pages and size the workspaces.
+  ASSIGN_OR_RETURN(RunFigures warm, TimeOnce(*runner, 0, std::min<int64_t>(prefill, 64), 2, rng));
+  (void)warm;
   std::vector<double> triad;
   std::vector<std::vector<double>> pp(depths.size()), tg(depths.size());
   for (int64_t r = 0; r < repeats; ++r) {

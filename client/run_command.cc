@@ -19,7 +19,9 @@ constexpr char kUsage[] =
     "usage: funnel run --model PATH (--prompt TEXT | --prompt-ids ID,ID,...) [--max-tokens N]\n"
     "  [--temperature T] [--top-p P] [--top-k K] [--min-p P] [--repetition-penalty R]\n"
     "  [--presence-penalty P] [--frequency-penalty F] [--seed S] [--stop STR]... [--ignore-eos]\n"
-    "  [--threads N] [--kv-cache-bytes B] [--json] [--dump-logits FILE]\n";
+    "  [--threads N] [--kv-cache-bytes B] [--json] [--dump-logits FILE]\n"
+    "  [--kv-method full|pyramidkv|snapkv|streamingllm|h2o] [--kv-budget B | --kv-ratio R]\n"
+    "  [--kv-window W] [--kv-pooling max|avg] [--kv-kernel K] [--kv-rounding exact|official]\n";
 
 struct RunArgs {
   std::string model;
@@ -27,6 +29,7 @@ struct RunArgs {
   std::vector<int32_t> prompt_ids;
   SamplingParams sampling;
   RunnerOptions runner;
+  KvPolicy kv;
   bool json = false;
   std::optional<std::string> dump_logits;
 };
@@ -44,10 +47,28 @@ absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& s) {
   return ids;
 }
 
+absl::StatusOr<KvPolicy> ParseKvPolicy(const CliArgs& args) {
+  KvPolicy p;
+  ASSIGN_OR_RETURN(p.method, ParseKvMethod(args.Get("kv-method").value_or("full")));
+  ASSIGN_OR_RETURN(p.budget, args.GetInt("kv-budget", 0, 1, INT32_MAX));
+  ASSIGN_OR_RETURN(p.ratio, args.GetDouble("kv-ratio", 0.0, 1e-9, 1.0));
+  ASSIGN_OR_RETURN(p.window, args.GetInt("kv-window", p.window, 1, 1 << 20));
+  ASSIGN_OR_RETURN(p.kernel, args.GetInt("kv-kernel", p.kernel, 1, 1023));
+  if (auto v = args.Get("kv-pooling")) {
+    ASSIGN_OR_RETURN(p.pooling, ParseKvPooling(*v));
+  }
+  if (auto v = args.Get("kv-rounding")) {
+    ASSIGN_OR_RETURN(p.rounding, ParseBudgetRounding(*v));
+  }
+  RETURN_IF_ERROR(p.Validate());
+  return p;
+}
+
 absl::StatusOr<RunArgs> ParseRunArgs(const std::vector<std::string>& argv) {
   CliSpec spec{{"model", "prompt", "prompt-ids", "max-tokens", "temperature", "top-p", "top-k",
                 "min-p", "repetition-penalty", "presence-penalty", "frequency-penalty", "seed",
-                "threads", "kv-cache-bytes", "dump-logits", "block-size"},
+                "threads", "kv-cache-bytes", "dump-logits", "block-size", "kv-method", "kv-budget",
+                "kv-ratio", "kv-window", "kv-pooling", "kv-kernel", "kv-rounding"},
                {"ignore-eos", "json"},
                {"stop"}};
   ASSIGN_OR_RETURN(CliArgs args, CliArgs::Parse(argv, spec));
@@ -86,6 +107,7 @@ absl::StatusOr<RunArgs> ParseRunArgs(const std::vector<std::string>& argv) {
   ASSIGN_OR_RETURN(r.runner.block_size, args.GetInt("block-size", 16, 1, 1024));
   ASSIGN_OR_RETURN(r.runner.kv_cache_bytes,
                    args.GetInt("kv-cache-bytes", r.runner.kv_cache_bytes, 1, INT64_MAX));
+  ASSIGN_OR_RETURN(r.kv, ParseKvPolicy(args));
   r.json = args.Flag("json");
   r.dump_logits = args.Get("dump-logits");
   return r;
@@ -116,7 +138,14 @@ nlohmann::json ResultJson(const std::vector<int32_t>& prompt, const GenerationRe
            {{"prefill_ms", t.prefill_ms},
             {"decode_ms", t.decode_ms},
             {"prefill_tok_s", rate(static_cast<double>(t.prefill_tokens), t.prefill_ms)},
-            {"decode_tok_s", rate(static_cast<double>(t.decode_steps), t.decode_ms)}}}};
+            {"decode_tok_s", rate(static_cast<double>(t.decode_steps), t.decode_ms)}}},
+          {"kv",
+           {{"method", g.kv.method},
+            {"budget", g.kv.budget},
+            {"window", g.kv.window},
+            {"per_layer_tokens", g.kv.per_layer_tokens},
+            {"kv_bytes", g.kv.kv_bytes},
+            {"full_kv_bytes", g.kv.full_kv_bytes}}}};
 }
 
 absl::Status Run(const std::vector<std::string>& argv) {
@@ -144,7 +173,7 @@ absl::Status Run(const std::vector<std::string>& argv) {
   }
   const uint64_t default_seed = std::random_device{}();
   ASSIGN_OR_RETURN(GenerationResult g, Generate(*runner, *tokenizer, prompt, r.sampling,
-                                                default_seed, observer, on_text));
+                                                default_seed, r.kv, observer, on_text));
   if (r.json) {
     std::printf("%s\n", ResultJson(prompt, g).dump(-1, ' ', false,
                                                    nlohmann::json::error_handler_t::replace).c_str());

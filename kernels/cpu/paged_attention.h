@@ -42,6 +42,12 @@ struct AttentionScratch {
 // sgemm tiles. Softmax in fp32 over all visible entries.
 void PagedAttentionKvHead(const PagedAttentionArgs& args, int64_t kv_head, AttentionScratch& scratch);
 
+// Causal attention of the query heads sharing `kv_head` over contiguous keys/values
+// [kv_len, head_dim] of that head (the new n_q queries are the last n_q entries). Same output
+// layout as PagedAttentionKvHead; uses sgemm tiles.
+void ContiguousAttentionKvHead(const PagedAttentionArgs& args, int64_t kv_head, const float* keys,
+                               const float* values, AttentionScratch& scratch);
+
 // Plain-loop reference (double accumulation), for tests.
 void PagedAttentionReference(const PagedAttentionArgs& args);
 

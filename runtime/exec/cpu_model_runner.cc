@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_format.h"
 #include "kernels/cpu/norm_rope_act.h"
+#include "runtime/exec/kv_selection.h"
 #include "runtime/util/status_macros.h"
 
 namespace funnel {
@@ -57,7 +58,8 @@ CpuModelRunner::CpuModelRunner(const ModelWeights& weights, const RunnerOptions&
       kv_storage_(new float[static_cast<size_t>(int64_t{num_blocks} * geometry_.BlockFloats())]),
       threads_(options.num_threads),
       matmul_workspace_(options.num_threads),
-      attention_scratch_(static_cast<size_t>(options.num_threads)) {
+      attention_scratch_(static_cast<size_t>(options.num_threads)),
+      select_scratch_(static_cast<size_t>(options.num_threads)) {
   // Parallelism comes from threads_; each OpenBLAS call runs inside one task.
   openblas_set_num_threads(1);
 }
@@ -76,6 +78,9 @@ absl::Status CpuModelRunner::ValidateBatch(std::span<const StepSequence> batch) 
     if (seq.kv->num_layers() != c.num_layers || seq.kv->block_size() != options_.block_size) {
       return absl::InvalidArgumentError("sequence cache does not match this model");
     }
+    if (seq.policy != nullptr) {
+      if (absl::Status st = seq.policy->Validate(); !st.ok()) return st;
+    }
     for (int32_t id : seq.tokens) {
       if (id < 0 || id >= c.vocab_size) {
         return absl::InvalidArgumentError(
@@ -86,13 +91,25 @@ absl::Status CpuModelRunner::ValidateBatch(std::span<const StepSequence> batch) 
   return absl::OkStatus();
 }
 
+int64_t CpuModelRunner::StoredAfterStep(size_t s, int32_t layer,
+                                        std::span<const StepSequence> batch) const {
+  if (Compressing(s)) return budgets_[s].stored(layer);
+  return batch[s].kv->layer_length(layer) + static_cast<int64_t>(batch[s].tokens.size());
+}
+
 absl::Status CpuModelRunner::ReserveKv(std::span<const StepSequence> batch) {
   const int32_t layers = weights_.config().num_layers;
-  int64_t needed = 0;
-  for (const StepSequence& seq : batch) {
-    for (int32_t l = 0; l < layers; ++l) {
-      needed += seq.kv->BlocksNeeded(l, seq.kv->layer_length(l) + static_cast<int64_t>(seq.tokens.size()));
+  budgets_.assign(batch.size(), LayerBudgets{});
+  for (size_t s = 0; s < batch.size(); ++s) {
+    const StepSequence& seq = batch[s];
+    const bool fresh = seq.kv->num_positions() == 0 && seq.kv->num_blocks() == 0;
+    if (seq.policy != nullptr && seq.policy->compresses() && fresh) {
+      budgets_[s] = ComputeLayerBudgets(*seq.policy, layers, static_cast<int64_t>(seq.tokens.size()));
     }
+  }
+  int64_t needed = 0;
+  for (size_t s = 0; s < batch.size(); ++s) {
+    for (int32_t l = 0; l < layers; ++l) needed += batch[s].kv->BlocksNeeded(l, StoredAfterStep(s, l, batch));
   }
   if (needed > pool_.num_free()) {
     return absl::ResourceExhaustedError(absl::StrFormat(
@@ -103,7 +120,7 @@ absl::Status CpuModelRunner::ReserveKv(std::span<const StepSequence> batch) {
     SequenceKv& kv = *batch[s].kv;
     for (int32_t l = 0; l < layers; ++l) {
       base_lengths_[s * layers + l] = kv.layer_length(l);
-      RETURN_IF_ERROR(kv.Grow(pool_, l, kv.layer_length(l) + static_cast<int64_t>(batch[s].tokens.size())));
+      RETURN_IF_ERROR(kv.Grow(pool_, l, StoredAfterStep(s, l, batch)));
     }
   }
   return absl::OkStatus();
@@ -132,6 +149,15 @@ absl::Status CpuModelRunner::Step(std::span<const StepSequence> batch, std::vect
     row_offsets_.push_back(row_offsets_.back() + static_cast<int64_t>(seq.tokens.size()));
   }
   num_rows_ = row_offsets_.back();
+  const int64_t kv_dim = int64_t{c.num_kv_heads} * c.head_dim;
+  ws_offsets_.assign(batch.size(), 0);
+  int64_t ws_floats = 0;
+  for (size_t s = 0; s < batch.size(); ++s) {
+    ws_offsets_[s] = ws_floats;
+    if (Compressing(s)) ws_floats += static_cast<int64_t>(batch[s].tokens.size()) * kv_dim;
+  }
+  ws_keys_.resize(static_cast<size_t>(ws_floats));
+  ws_values_.resize(static_cast<size_t>(ws_floats));
   const int64_t dim = c.dim;
   x_.resize(static_cast<size_t>(num_rows_ * dim));
   int64_t row = 0;
@@ -178,6 +204,7 @@ void CpuModelRunner::RunLayer(int32_t layer, std::span<const StepSequence> batch
   });
   WriteKv(layer, batch);
   Attention(layer, batch);
+  CompressLayer(layer, batch);
   MatMul(w.wo, attn_.data(), n, xn_.data(), threads_, matmul_workspace_);
   ParallelRows(n, [&](int64_t r0, int64_t r1) {
     AddInPlace(x_.data() + r0 * dim, xn_.data() + r0 * dim, (r1 - r0) * dim);
@@ -200,6 +227,18 @@ void CpuModelRunner::WriteKv(int32_t layer, std::span<const StepSequence> batch)
   const int64_t layers = weights_.config().num_layers;
   const int64_t kv_dim = g.num_kv_heads * g.head_dim;
   for (size_t s = 0; s < batch.size(); ++s) {
+    const int64_t n_new = row_offsets_[s + 1] - row_offsets_[s];
+    if (Compressing(s)) {  // full K/V to the workspace, [kv_heads][n][head_dim]
+      for (int64_t i = 0; i < n_new; ++i) {
+        const int64_t r = row_offsets_[s] + i;
+        for (int64_t h = 0; h < g.num_kv_heads; ++h) {
+          const int64_t at = ws_offsets_[s] + (h * n_new + i) * g.head_dim;
+          std::copy_n(k_.data() + r * kv_dim + h * g.head_dim, g.head_dim, ws_keys_.data() + at);
+          std::copy_n(v_.data() + r * kv_dim + h * g.head_dim, g.head_dim, ws_values_.data() + at);
+        }
+      }
+      continue;
+    }
     std::span<const BlockId> table = batch[s].kv->block_table(layer);
     const int64_t base = base_lengths_[s * layers + layer];
     for (int64_t i = 0; i < row_offsets_[s + 1] - row_offsets_[s]; ++i) {
@@ -234,7 +273,52 @@ void CpuModelRunner::Attention(int32_t layer, std::span<const StepSequence> batc
     args.block_table = batch[s].kv->block_table(layer).data();
     args.kv_len = base_lengths_[s * layers + layer] + n_q;
     args.scale = scale;
-    PagedAttentionKvHead(args, task % kv_heads, attention_scratch_[static_cast<size_t>(thread)]);
+    const int64_t kv_head = task % kv_heads;
+    AttentionScratch& scratch = attention_scratch_[static_cast<size_t>(thread)];
+    if (Compressing(s)) {
+      const int64_t at = ws_offsets_[s] + kv_head * n_q * c.head_dim;
+      ContiguousAttentionKvHead(args, kv_head, ws_keys_.data() + at, ws_values_.data() + at, scratch);
+    } else {
+      PagedAttentionKvHead(args, kv_head, scratch);
+    }
+  });
+}
+
+void CpuModelRunner::CompressLayer(int32_t layer, std::span<const StepSequence> batch) {
+  const ModelConfig& c = weights_.config();
+  const PagedKvGeometry& g = geometry_;
+  const int64_t kv_heads = c.num_kv_heads, d = c.head_dim;
+  const int64_t q_stride = int64_t{c.num_heads} * d;
+  threads_.ParallelFor(static_cast<int64_t>(batch.size()) * kv_heads, [&](int64_t task, int thread) {
+    const size_t s = static_cast<size_t>(task / kv_heads);
+    if (!Compressing(s)) return;
+    const int64_t kv_head = task % kv_heads;
+    const LayerBudgets& b = budgets_[s];
+    const int64_t n = b.prompt_tokens, w = b.window;
+    const int64_t at = ws_offsets_[s] + kv_head * n * d;
+    const float* keys = ws_keys_.data() + at;
+    const float* values = ws_values_.data() + at;
+    SelectionInput in;
+    in.method = batch[s].policy->method;
+    in.pooling = batch[s].policy->pooling;
+    in.kernel = batch[s].policy->kernel;
+    in.q = q_.data() + row_offsets_[s] * q_stride;
+    in.keys = keys;
+    in.n = n;
+    in.num_heads = c.num_heads;
+    in.num_kv_heads = kv_heads;
+    in.head_dim = d;
+    in.window = w;
+    in.selected = b.selected[static_cast<size_t>(layer)];
+    const std::vector<int32_t> kept =
+        SelectKeptIndices(in, kv_head, select_scratch_[static_cast<size_t>(thread)]);
+    std::span<const BlockId> table = batch[s].kv->block_table(layer);
+    for (size_t e = 0; e < kept.size(); ++e) {
+      float* block = block_data(table[e / static_cast<size_t>(g.block_size)]);
+      const int64_t slot = static_cast<int64_t>(e) % g.block_size;
+      std::copy_n(keys + int64_t{kept[e]} * d, d, block + g.KOffset(kv_head, slot));
+      std::copy_n(values + int64_t{kept[e]} * d, d, block + g.VOffset(kv_head, slot));
+    }
   });
 }
 

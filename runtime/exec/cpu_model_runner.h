@@ -13,6 +13,9 @@
 #include "kernels/cpu/paged_attention.h"
 #include "kernels/cpu/thread_pool.h"
 #include "runtime/kv/block_pool.h"
+#include "runtime/kv/kv_policy.h"
+#include "runtime/exec/kv_selection.h"
+#include "runtime/kv/layer_budget.h"
 #include "runtime/kv/sequence_kv.h"
 #include "runtime/model/model_weights.h"
 
@@ -31,6 +34,10 @@ struct StepSequence {
   SequenceKv* kv = nullptr;           // grows by tokens.size() entries in every layer
   std::span<const int32_t> tokens;    // new tokens, at positions kv->num_positions() onward
   bool all_logits = false;            // logits for every new token (else only the last)
+  // Compression at the end of this prefill. Applies when the sequence's cache is empty (the
+  // whole prompt is in this step); null or `full` keeps everything. Attention of the prefill
+  // itself always sees the full K/V; only the kept entries are written to pool blocks.
+  const KvPolicy* policy = nullptr;
 };
 
 class CpuModelRunner {
@@ -54,6 +61,8 @@ class CpuModelRunner {
   const PagedKvGeometry& geometry() const { return geometry_; }
   const ModelConfig& config() const { return weights_.config(); }
   int64_t block_bytes() const { return geometry_.BlockFloats() * int64_t{sizeof(float)}; }
+  // Bytes of one KV entry of one layer (K and V for all KV heads).
+  int64_t entry_bytes() const { return block_bytes() / geometry_.block_size; }
   float* block_data(BlockId b) { return kv_storage_.get() + int64_t{b} * geometry_.BlockFloats(); }
 
  private:
@@ -64,7 +73,11 @@ class CpuModelRunner {
   void RunLayer(int32_t layer, std::span<const StepSequence> batch);
   void WriteKv(int32_t layer, std::span<const StepSequence> batch);
   void Attention(int32_t layer, std::span<const StepSequence> batch);
+  void CompressLayer(int32_t layer, std::span<const StepSequence> batch);
   void ComputeLogits(std::span<const StepSequence> batch, std::vector<float>& logits);
+  // Entries layer `layer` of sequence `s` stores after this step.
+  int64_t StoredAfterStep(size_t s, int32_t layer, std::span<const StepSequence> batch) const;
+  bool Compressing(size_t s) const { return budgets_[s].compress; }
   void ParallelRows(int64_t rows, const std::function<void(int64_t, int64_t)>& fn);
 
   const ModelWeights& weights_;
@@ -82,6 +95,12 @@ class CpuModelRunner {
   std::vector<int64_t> row_offsets_;   // first row of each sequence, + total
   std::vector<int64_t> base_lengths_;  // [seq * layers]: entries stored before this step
   std::vector<float> x_, xn_, q_, k_, v_, attn_, gate_, up_;
+  // Compressing prefills: the budgets per sequence, and the transient full K/V of the current
+  // layer, [kv_heads][n][head_dim] per sequence starting at ws_offsets_[s] floats.
+  std::vector<LayerBudgets> budgets_;
+  std::vector<int64_t> ws_offsets_;
+  std::vector<float> ws_keys_, ws_values_;
+  std::vector<SelectionScratch> select_scratch_;  // one per thread
 };
 
 }  // namespace funnel

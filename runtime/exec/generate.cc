@@ -16,11 +16,26 @@ double MsSince(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
+KvStats DescribeKv(const CpuModelRunner& runner, const SequenceKv& kv, const KvPolicy& policy) {
+  const ModelConfig& c = runner.config();
+  const int64_t n = kv.num_positions();
+  const LayerBudgets b = ComputeLayerBudgets(policy, c.num_layers, n);
+  KvStats s;
+  s.method = KvMethodName(policy.method);
+  s.budget = b.budget;
+  s.window = b.compress ? b.window : (policy.compresses() ? policy.window : 0);
+  for (int32_t l = 0; l < c.num_layers; ++l) s.per_layer_tokens.push_back(kv.layer_length(l));
+  s.kv_bytes = kv.num_blocks() * runner.block_bytes();
+  s.full_kv_bytes = n * c.num_layers * runner.entry_bytes();
+  return s;
+}
+
 }  // namespace
 
 absl::StatusOr<GenerationResult> Generate(CpuModelRunner& runner, const Tokenizer& tokenizer,
                                           std::span<const int32_t> prompt,
                                           const SamplingParams& params, uint64_t default_seed,
+                                          const KvPolicy& policy,
                                           const LogitsObserver& observe_logits,
                                           const std::function<void(std::string_view)>& on_text) {
   RETURN_IF_ERROR(params.Validate());
@@ -44,9 +59,10 @@ absl::StatusOr<GenerationResult> Generate(CpuModelRunner& runner, const Tokenize
   std::vector<float> logits;
   const bool all = observe_logits != nullptr;
   auto t0 = std::chrono::steady_clock::now();
-  StepSequence step{&kv, prompt, all};
+  StepSequence step{&kv, prompt, all, &policy};
   RETURN_IF_ERROR(runner.Step({&step, 1}, logits));
   result.timings.prefill_ms = MsSince(t0);
+  result.kv = DescribeKv(runner, kv, policy);
   result.timings.prefill_tokens = static_cast<int64_t>(prompt.size());
   const size_t vocab = static_cast<size_t>(c.vocab_size);
   if (all) {

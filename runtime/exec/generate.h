@@ -22,11 +22,22 @@ struct GenerationTimings {
   int64_t decode_steps = 0;  // forward passes after prefill
 };
 
+// The sequence's cache right after prefill (before any generated token is appended).
+struct KvStats {
+  std::string method = "full";
+  int64_t budget = 0;  // effective B; the prompt length when nothing is compressed
+  int64_t window = 0;
+  std::vector<int64_t> per_layer_tokens;
+  int64_t kv_bytes = 0;       // pool blocks held, in bytes
+  int64_t full_kv_bytes = 0;  // what an uncompressed cache of the prompt would hold
+};
+
 struct GenerationResult {
   std::vector<int32_t> output_ids;
   std::string text;
   std::string finish_reason;  // "stop" (EOS or stop string) or "length"
   GenerationTimings timings;
+  KvStats kv;
 };
 
 // Receives the logits of every forward position (prompt positions included), in order.
@@ -37,6 +48,7 @@ using LogitsObserver = std::function<void(int64_t position, std::span<const floa
 absl::StatusOr<GenerationResult> Generate(CpuModelRunner& runner, const Tokenizer& tokenizer,
                                           std::span<const int32_t> prompt,
                                           const SamplingParams& params, uint64_t default_seed,
+                                          const KvPolicy& policy = {},
                                           const LogitsObserver& observe_logits = nullptr,
                                           const std::function<void(std::string_view)>& on_text = nullptr);
 

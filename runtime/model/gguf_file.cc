@@ -345,8 +345,11 @@ absl::Status GgufFile::Parse() {
 
   if (const GgufValue* a = Find("general.alignment")) {
     std::optional<int64_t> align = AsInt(*a);
-    if (!align || *align <= 0 || (*align & (*align - 1)) != 0 || *align > (1 << 20)) {
-      return absl::InvalidArgumentError("GGUF: general.alignment must be a power of two");
+    // At least 8 (the spec asks for a multiple of 8): tensor data must be naturally aligned for
+    // its element type, or the loaders' typed reads (e.g. BF16 norms) are misaligned.
+    if (!align || *align < 8 || (*align & (*align - 1)) != 0 || *align > (1 << 20)) {
+      return absl::InvalidArgumentError(
+          "GGUF: general.alignment must be a power of two from 8 to 1048576");
     }
     alignment_ = static_cast<uint64_t>(*align);
   }

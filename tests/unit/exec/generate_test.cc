@@ -37,7 +37,7 @@ TEST_F(GenerateTest, GreedyMatchesGoldenSequence) {
   p.temperature = 0.0f;
   p.max_tokens = 44;
   int64_t observed = 0;
-  auto r = Generate(*runner_, *tokenizer_, prompt, p, 0,
+  auto r = Generate(*runner_, *tokenizer_, prompt, p, 0, KvPolicy{},
                     [&](int64_t pos, std::span<const float>) { EXPECT_EQ(pos, observed++); });
   ASSERT_TRUE(r.ok()) << r.status();
   std::vector<int32_t> all = prompt;

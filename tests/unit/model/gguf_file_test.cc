@@ -36,9 +36,7 @@ using ::testing::HasSubstr;
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-std::string StoriesPath() {
-  return testing::SharedDataPath("models/stories260K/stories260K.gguf");
-}
+std::string StoriesPath() { return testing::SharedDataPath("models/stories260K/stories260K.gguf"); }
 
 std::vector<uint8_t> ReadBytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -47,7 +45,8 @@ std::vector<uint8_t> ReadBytes(const std::string& path) {
 
 void WriteBytes(const std::string& path, std::span<const uint8_t> bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  out.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
 }
 
 class ScopedTempDir {
@@ -79,7 +78,9 @@ void PutU64(std::vector<uint8_t>& buf, size_t at, uint64_t v) {
 // Offset just past the GGUF encoding of `s` (u64 length + bytes), which must occur exactly once.
 size_t After(const std::vector<uint8_t>& buf, std::string_view s) {
   std::vector<uint8_t> needle;
-  for (uint64_t len = s.size(), i = 0; i < 8; ++i) needle.push_back(static_cast<uint8_t>(len >> (8 * i)));
+  for (uint64_t len = s.size(), i = 0; i < 8; ++i) {
+    needle.push_back(static_cast<uint8_t>(len >> (8 * i)));
+  }
   needle.insert(needle.end(), s.begin(), s.end());
   auto it = std::search(buf.begin(), buf.end(), needle.begin(), needle.end());
   EXPECT_NE(it, buf.end()) << "'" << s << "' not found";
@@ -100,8 +101,8 @@ GgufValue AVal(GgufValueType elem, std::vector<GgufValue> items) {
 
 ::testing::AssertionResult SameValue(const GgufValue& a, const GgufValue& b) {
   if (a.type != b.type) {
-    return ::testing::AssertionFailure() << "type " << static_cast<uint32_t>(a.type) << " vs "
-                                         << static_cast<uint32_t>(b.type);
+    return ::testing::AssertionFailure()
+           << "type " << static_cast<uint32_t>(a.type) << " vs " << static_cast<uint32_t>(b.type);
   }
   if (a.data.index() != b.data.index()) {
     return ::testing::AssertionFailure()
@@ -288,10 +289,10 @@ TEST(GgufFileTest, OpensStories260K) {
   EXPECT_EQ(ts[2].name, "output.weight");
   EXPECT_THAT(ts[2].dims, ElementsAre(64, 512));
   const std::vector<std::pair<std::string, std::vector<int64_t>>> block = {
-      {"attn_q.weight", {64, 64}},     {"attn_k.weight", {64, 32}},
-      {"attn_v.weight", {64, 32}},     {"attn_output.weight", {64, 64}},
-      {"attn_norm.weight", {64}},      {"ffn_gate.weight", {64, 172}},
-      {"ffn_down.weight", {172, 64}},  {"ffn_up.weight", {64, 172}},
+      {"attn_q.weight", {64, 64}},    {"attn_k.weight", {64, 32}},
+      {"attn_v.weight", {64, 32}},    {"attn_output.weight", {64, 64}},
+      {"attn_norm.weight", {64}},     {"ffn_gate.weight", {64, 172}},
+      {"ffn_down.weight", {172, 64}}, {"ffn_up.weight", {64, 172}},
       {"ffn_norm.weight", {64}}};
   for (int l = 0; l < 5; ++l) {
     for (size_t j = 0; j < block.size(); ++j) {
@@ -347,8 +348,8 @@ TEST(GgufFileTest, FromBytesMatchesOpen) {
     ASSERT_EQ(a.num_bytes, b.num_bytes);
     EXPECT_EQ(std::memcmp(a.data, b.data, static_cast<size_t>(a.num_bytes)), 0) << a.name;
     // The copy holds the file bytes: the tensor data is where the file says.
-    EXPECT_EQ(std::memcmp(b.data, bytes.data() + 14176 + b.offset, static_cast<size_t>(b.num_bytes)),
-              0)
+    EXPECT_EQ(
+        std::memcmp(b.data, bytes.data() + 14176 + b.offset, static_cast<size_t>(b.num_bytes)), 0)
         << b.name;
   }
 }
@@ -605,9 +606,7 @@ TEST(GgufFileErrorTest, WrongMagic) {
   ExpectInvalid(be, {"not a GGUF file"});
 }
 
-TEST(GgufFileErrorTest, EmptyInput) {
-  ExpectInvalid({}, {"truncated", "magic"});
-}
+TEST(GgufFileErrorTest, EmptyInput) { ExpectInvalid({}, {"truncated", "magic"}); }
 
 TEST(GgufFileErrorTest, UnsupportedVersions) {
   for (uint32_t version : {0u, 1u, 4u, 99u, 0xFFFFFFFFu}) {
@@ -836,11 +835,28 @@ TEST(GgufFileErrorTest, ArraysNestedTooDeeply) {
 }
 
 TEST(GgufFileErrorTest, BadAlignment) {
-  for (uint32_t align : {0u, 3u, 48u, 1u << 21}) {
+  // Powers of two below 8 would let tensor data sit at addresses misaligned for its type.
+  for (uint32_t align : {0u, 1u, 2u, 3u, 4u, 48u, 1u << 21}) {
     GgufWriter w;
     w.AddUint32("general.alignment", align);
-    ExpectInvalid(w.Serialize(), {"general.alignment"});
+    ExpectInvalid(w.Serialize(), {"general.alignment", "power of two"});
   }
+  for (uint32_t align : {8u, 1u << 20}) {
+    GgufWriter w;
+    w.AddUint32("general.alignment", align);
+    auto f = GgufFile::FromBytes(w.Serialize());
+    ASSERT_TRUE(f.ok()) << f.status();
+    EXPECT_EQ((*f)->alignment(), align);
+  }
+  // Any integer type is accepted for the value.
+  GgufWriter w64;
+  w64.AddValue("general.alignment", UVal(GgufValueType::kUint64, 16));
+  w64.AddTensor("t", {3}, GgmlType::kF32, PatternBytes(12, 0));
+  w64.AddTensor("u", {3}, GgmlType::kF32, PatternBytes(12, 1));
+  auto f64 = GgufFile::FromBytes(w64.Serialize());
+  ASSERT_TRUE(f64.ok()) << f64.status();
+  EXPECT_EQ((*f64)->alignment(), 16u);
+  EXPECT_EQ((*f64)->FindTensor("u")->offset, 32u);  // writer padded to 32; 32 % 16 == 0
   GgufWriter w;
   w.AddString("general.alignment", "32");
   ExpectInvalid(w.Serialize(), {"general.alignment"});

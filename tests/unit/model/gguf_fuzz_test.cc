@@ -48,9 +48,7 @@ extern "C" const char* __asan_default_options() {
   return "max_allocation_size_mb=256:allocator_may_return_null=0:quarantine_size_mb=64:"
          "detect_leaks=1:abort_on_error=0";
 }
-extern "C" const char* __ubsan_default_options() {
-  return "print_stacktrace=1:halt_on_error=1";
-}
+extern "C" const char* __ubsan_default_options() { return "print_stacktrace=1:halt_on_error=1"; }
 
 namespace funnel {
 namespace {
@@ -74,7 +72,8 @@ void OnSanitizerDeath() {
     std::fwrite(g_current->bytes.data(), 1, g_current->bytes.size(), f);
     std::fclose(f);
   }
-  std::fprintf(stderr, "gguf_fuzz: sanitizer fired on mutant %d of %s (rng seed %llu); saved to %s\n",
+  std::fprintf(stderr,
+               "gguf_fuzz: sanitizer fired on mutant %d of %s (rng seed %llu); saved to %s\n",
                g_current->index, g_current->seed_name.c_str(),
                static_cast<unsigned long long>(g_current->rng_seed), path.c_str());
 }
@@ -132,13 +131,16 @@ class Mutator {
     const size_t hot = std::min(hot_end_, b.size());
     switch (Below(10)) {
       case 0:
-      case 1: return Below(std::min<size_t>(b.size(), 64));
+      case 1:
+        return Below(std::min<size_t>(b.size(), 64));
       case 2:
       case 3:
       case 4:
       case 5:
-      case 6: return Below(hot);
-      default: return Below(b.size());
+      case 6:
+        return Below(hot);
+      default:
+        return Below(b.size());
     }
   }
 
@@ -170,13 +172,20 @@ class Mutator {
                                           std::numeric_limits<uint64_t>::max() / 12 + 1,
                                           std::numeric_limits<uint64_t>::max() / 24 + 1};
     switch (Below(8)) {
-      case 0: return rng_();
-      case 1: return size + Below(64) - 32;
-      case 2: return original + Below(5) - 2;
-      case 3: return original * 2;
-      case 4: return Below(64);
-      case 5: return original << (1 + Below(40));
-      default: return kEdges[Below(std::size(kEdges))];
+      case 0:
+        return rng_();
+      case 1:
+        return size + Below(64) - 32;
+      case 2:
+        return original + Below(5) - 2;
+      case 3:
+        return original * 2;
+      case 4:
+        return Below(64);
+      case 5:
+        return original << (1 + Below(40));
+      default:
+        return kEdges[Below(std::size(kEdges))];
     }
   }
 
@@ -204,8 +213,8 @@ class Mutator {
         break;
       }
       case 6: {  // 4-byte value: type tags, dimension counts, version
-        static constexpr uint32_t kTags[] = {0,  1,  2,  3,  4,  5,  6,  7,  8,          9,
-                                             10, 11, 12, 13, 24, 28, 30, 31, 0xFFFFFFFF, 0x80000000};
+        static constexpr uint32_t kTags[] = {
+            0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 24, 28, 30, 31, 0xFFFFFFFF, 0x80000000};
         const size_t at = !fields_.empty() && Below(2) == 0
                               ? fields_[Below(fields_.size())] + 8 + Below(32)
                               : Offset(b);
@@ -238,8 +247,8 @@ class Mutator {
       case 10: {  // copy a chunk over another place (duplicates keys, names, fields)
         if (b.size() < 2) break;
         const size_t from = Offset(b), to = Offset(b);
-        const size_t n = std::min({static_cast<size_t>(1 + Below(48)), b.size() - from,
-                                   b.size() - to});
+        const size_t n =
+            std::min({static_cast<size_t>(1 + Below(48)), b.size() - from, b.size() - to});
         std::memmove(b.data() + to, b.data() + from, n);
         break;
       }
@@ -336,7 +345,8 @@ void Exercise(std::span<const uint8_t> bytes, Stats& stats) {
   ASSERT_EQ(w.output_norm().size(), static_cast<size_t>(w.config().dim));
   for (int32_t l = 0; l < w.config().num_layers; ++l) {
     const LayerWeights& lw = w.layer(l);
-    for (const WeightMatrix* m : {&lw.wq, &lw.wk, &lw.wv, &lw.wo, &lw.w_gate, &lw.w_up, &lw.w_down}) {
+    for (const WeightMatrix* m :
+         {&lw.wq, &lw.wk, &lw.wv, &lw.wo, &lw.w_gate, &lw.w_up, &lw.w_down}) {
       touch_matrix(*m);
     }
   }
@@ -386,17 +396,21 @@ void Fuzz(const std::string& name, const std::vector<uint8_t>& seed, int count,
   struct rusage usage;
   ASSERT_EQ(::getrusage(RUSAGE_SELF, &usage), 0);
   const double peak_mb = static_cast<double>(usage.ru_maxrss) / 1024.0;
-  std::printf("%s: %d mutants (%zu field offsets, hot region %zu of %zu bytes): %d parsed, %d "
-              "loaded as a model; %.1f s, peak RSS %.0f MB\n",
-              name.c_str(), stats.mutants, mutator.num_fields(), HotEnd(seed), seed.size(),
-              stats.parsed, stats.loaded, secs, peak_mb);
+  std::printf(
+      "%s: %d mutants (%zu field offsets, hot region %zu of %zu bytes): %d parsed, %d "
+      "loaded as a model; %.1f s, peak RSS %.0f MB\n",
+      name.c_str(), stats.mutants, mutator.num_fields(), HotEnd(seed), seed.size(), stats.parsed,
+      stats.loaded, secs, peak_mb);
   // Peak memory stays sane (ASan shadow and quarantine included).
   EXPECT_LT(peak_mb, kMaxPeakRssMb) << name;
-  // The mutants must exercise both outcomes, or the fuzz is not reaching the parser's depths.
-  EXPECT_GT(stats.parsed, 0) << name;
-  EXPECT_LT(stats.parsed, stats.mutants) << name;
-  if (expect_loadable) {
-    EXPECT_GT(stats.loaded, 0) << name;
+  // The mutants must exercise both outcomes, or the fuzz is not reaching the parser's depths
+  // (checked where there are enough of them for this to be certain, not luck).
+  if (n >= 250) {
+    EXPECT_GT(stats.parsed, n / 50) << name;
+    EXPECT_LT(stats.parsed, n / 2) << name;
+    if (expect_loadable) {
+      EXPECT_GT(stats.loaded, n / 50) << name;
+    }
   }
 }
 
@@ -419,6 +433,26 @@ TEST(GgufFuzzTest, VocabLlamaSpm) {
 TEST(GgufFuzzTest, VocabGpt2) {
   Fuzz("ggml-vocab-gpt-2.gguf", SharedFile("tokenizers/llama.cpp-vocab/ggml-vocab-gpt-2.gguf"), 300,
        false);
+}
+
+TEST(GgufFuzzTest, OtherVocabFiles) {
+  // Fewer mutants each over the rest of the llama.cpp vocab GGUFs (other architectures, chat
+  // templates, merges, up to 4 MB).
+  const std::filesystem::path dir = testing::SharedDataPath("tokenizers/llama.cpp-vocab");
+  std::vector<std::string> names;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    if (entry.path().extension() == ".gguf" && name != "ggml-vocab-llama-spm.gguf" &&
+        name != "ggml-vocab-gpt-2.gguf") {
+      names.push_back(name);
+    }
+  }
+  std::sort(names.begin(), names.end());
+  EXPECT_GE(names.size(), 5u);
+  for (const std::string& name : names) {
+    Fuzz(name, ReadBytes((dir / name).string()), 60, false);
+    if (HasFailure()) break;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -444,8 +478,8 @@ TEST(GgufFuzzTest, AllValueTypes) {
   w.AddValue("bool", GgufValue{T::kBool, true});
   w.AddValue("str", GgufValue{T::kString, std::string("text")});
   w.AddValue("a.u8", Arr(T::kUint8, {GgufValue{T::kUint8, uint64_t{1}}}));
-  w.AddValue("a.i32", Arr(T::kInt32, {GgufValue{T::kInt32, int64_t{1}},
-                                      GgufValue{T::kInt32, int64_t{2}}}));
+  w.AddValue("a.i32",
+             Arr(T::kInt32, {GgufValue{T::kInt32, int64_t{1}}, GgufValue{T::kInt32, int64_t{2}}}));
   w.AddValue("a.u64", Arr(T::kUint64, {GgufValue{T::kUint64, uint64_t{3}}}));
   w.AddValue("a.f32", Arr(T::kFloat32, {GgufValue{T::kFloat32, 1.0}}));
   w.AddValue("a.f64", Arr(T::kFloat64, {GgufValue{T::kFloat64, 2.0}}));
@@ -453,8 +487,9 @@ TEST(GgufFuzzTest, AllValueTypes) {
   w.AddValue("a.str", Arr(T::kString, {GgufValue{T::kString, std::string("x")},
                                        GgufValue{T::kString, std::string("yy")}}));
   w.AddValue("a.empty", Arr(T::kInt8, {}));
-  w.AddValue("a.nested", Arr(T::kArray, {Arr(T::kUint16, {GgufValue{T::kUint16, uint64_t{9}}}),
-                                         Arr(T::kString, {GgufValue{T::kString, std::string("z")}})}));
+  w.AddValue("a.nested",
+             Arr(T::kArray, {Arr(T::kUint16, {GgufValue{T::kUint16, uint64_t{9}}}),
+                             Arr(T::kString, {GgufValue{T::kString, std::string("z")}})}));
   w.AddTensor("f32", {4, 2}, GgmlType::kF32, std::vector<uint8_t>(32, 1));
   w.AddTensor("f16", {8}, GgmlType::kF16, std::vector<uint8_t>(16, 2));
   w.AddTensor("bf16", {2, 2, 2}, GgmlType::kBF16, std::vector<uint8_t>(16, 3));
@@ -490,6 +525,85 @@ INSTANTIATE_TEST_SUITE_P(Types, GgufFuzzModelTest,
                            return GgmlTypeName(info.param);
                          });
 
+// A small random model rewritten with `alignment`, its norm vectors re-encoded as `norm_type`
+// (ones) and a `pad`-byte string key to shift where the tensor data starts.
+std::vector<uint8_t> RewrittenModel(uint64_t alignment, GgmlType norm_type, size_t pad) {
+  RandomModelSpec spec;
+  spec.num_layers = 1;
+  spec.dim = 32;
+  spec.num_heads = 4;
+  spec.num_kv_heads = 2;
+  spec.ffn_dim = 64;
+  spec.vocab_size = 259;
+  spec.matrix_type = GgmlType::kF16;
+  const std::string path =
+      ::testing::TempDir() + "/gguf_fuzz_rewrite_" + std::to_string(::getpid()) + ".gguf";
+  EXPECT_TRUE(WriteRandomModel(spec, path).ok());
+  auto g = GgufFile::Open(path);
+  std::filesystem::remove(path);
+  EXPECT_TRUE(g.ok()) << g.status();
+  if (!g.ok()) return {};
+  GgufWriter w(alignment);
+  for (const auto& [key, value] : (*g)->metadata()) w.AddValue(key, value);
+  w.AddString("pad", std::string(pad, 'x'));
+  for (const GgufTensorInfo& t : (*g)->tensors()) {
+    if (t.dims.size() == 1) {
+      std::vector<uint8_t> b;
+      for (int64_t i = 0; i < t.num_elements; ++i) {
+        if (norm_type == GgmlType::kF32) {
+          const float one = 1.0f;
+          const auto* p = reinterpret_cast<const uint8_t*>(&one);
+          b.insert(b.end(), p, p + 4);
+        } else {
+          const uint16_t one = norm_type == GgmlType::kF16 ? Fp32ToFp16(1.0f) : Fp32ToBf16(1.0f);
+          b.push_back(static_cast<uint8_t>(one & 0xFF));
+          b.push_back(static_cast<uint8_t>(one >> 8));
+        }
+      }
+      w.AddTensor(t.name, t.dims, norm_type, std::move(b));
+    } else {
+      w.AddTensor(t.name, t.dims, t.type, std::vector<uint8_t>(t.data, t.data + t.num_bytes));
+    }
+  }
+  return w.Serialize();
+}
+
+TEST(GgufFuzzTest, RewrittenModelWithAlignment64) {
+  // 16-bit norms and an explicit general.alignment: mutations of the alignment value and of the
+  // type tags reach the loader's typed reads.
+  Fuzz("rewritten-bf16-norms-align64", RewrittenModel(64, GgmlType::kBF16, 3), 2500, true);
+}
+
+// Regression: general.alignment 1, 2 or 4 put tensor data at odd addresses, and loading a BF16
+// norm then made a misaligned uint16_t load in DequantizeRow (UBSan: "load of misaligned
+// address"). The reader now requires a power of two >= 8, as the GGUF spec does.
+TEST(GgufAlignmentTest, SmallAlignmentsRejectedLargerOnesAligned) {
+  for (uint64_t alignment : {1, 2, 4}) {
+    for (size_t pad = 0; pad < 2; ++pad) {
+      auto f = GgufFile::FromBytes(RewrittenModel(alignment, GgmlType::kBF16, pad));
+      ASSERT_FALSE(f.ok()) << "alignment " << alignment;
+      EXPECT_EQ(f.status().code(), absl::StatusCode::kInvalidArgument);
+      EXPECT_NE(std::string(f.status().message()).find("general.alignment"), std::string::npos)
+          << f.status();
+    }
+  }
+  for (uint64_t alignment : {8, 16, 64, 4096}) {
+    for (GgmlType norm : {GgmlType::kF32, GgmlType::kF16, GgmlType::kBF16}) {
+      for (size_t pad = 0; pad < 2; ++pad) {
+        auto f = GgufFile::FromBytes(RewrittenModel(alignment, norm, pad));
+        ASSERT_TRUE(f.ok()) << f.status();
+        EXPECT_EQ((*f)->alignment(), alignment);
+        for (const GgufTensorInfo& t : (*f)->tensors()) {
+          EXPECT_EQ(reinterpret_cast<uintptr_t>(t.data) % 8, 0u) << t.name;
+        }
+        auto w = ModelWeights::FromGguf(std::shared_ptr<const GgufFile>(std::move(*f)));
+        ASSERT_TRUE(w.ok()) << w.status();
+        EXPECT_EQ((*w)->output_norm()[31], 1.0f);
+      }
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Huge claims fail before allocating
 
@@ -520,6 +634,31 @@ TEST(GgufHugeClaimTest, FailBeforeAllocating) {
   }
 }
 
+// Known bug, runtime/model/model_weights.cc:81: ModelWeights::FromGguf resizes layers_ to
+// llama.block_count before checking that those layers' tensors exist, so stories260K with
+// block_count 16777221 asks for 16777221 * sizeof(LayerWeights) = 4.5 GB (2^30 layers: 292 GB,
+// std::bad_alloc). Found by this fuzz (FUNNEL_FUZZ_SEED=1 FUNNEL_FUZZ_SCALE=15, stories260K
+// mutant 33790). Enable once fixed.
+TEST(GgufHugeClaimTest, DISABLED_HugeBlockCountFailsBeforeAllocating) {
+  std::vector<uint8_t> b = SharedFile("models/stories260K/stories260K.gguf");
+  const std::string key = "llama.block_count";
+  auto it = std::search(b.begin(), b.end(), key.begin(), key.end());
+  ASSERT_NE(it, b.end());
+  const size_t value_at = static_cast<size_t>(it - b.begin()) + key.size() + 4;  // after u32 type
+  uint32_t layers;
+  std::memcpy(&layers, b.data() + value_at, 4);
+  ASSERT_EQ(layers, 5u);
+  for (uint32_t huge : {uint32_t{1} << 24, uint32_t{1} << 30}) {
+    std::memcpy(b.data() + value_at, &huge, 4);
+    auto g = GgufFile::FromBytes(b);
+    ASSERT_TRUE(g.ok()) << g.status();
+    auto w = ModelWeights::FromGguf(std::shared_ptr<const GgufFile>(std::move(*g)));
+    ASSERT_FALSE(w.ok());
+    EXPECT_EQ(w.status().code(), absl::StatusCode::kInvalidArgument) << w.status();
+    EXPECT_FALSE(w.status().message().empty());
+  }
+}
+
 // The sanitizer setup itself: an allocation over the cap is a fatal error, so the fuzz above
 // would have caught one.
 TEST(GgufHugeClaimDeathTest, AllocationCapIsEnforced) {
@@ -533,38 +672,5 @@ TEST(GgufHugeClaimDeathTest, AllocationCapIsEnforced) {
       "allocation-size-too-big|exceeds maximum supported size");
 }
 
-}  // namespace
-}  // namespace funnel
-
-namespace funnel {
-namespace {
-TEST(ExperimentTest, Alignment1) {
-  RandomModelSpec spec;
-  spec.num_layers = 1; spec.dim = 32; spec.num_heads = 4; spec.num_kv_heads = 2; spec.ffn_dim = 64; spec.vocab_size = 259;
-  const std::string path = ::testing::TempDir() + "/exp.gguf";
-  ASSERT_TRUE(WriteRandomModel(spec, path).ok());
-  auto g = GgufFile::Open(path);
-  ASSERT_TRUE(g.ok());
-  for (int pad = 0; pad < 2; ++pad) {
-    GgufWriter w(1);
-    for (const auto& [k, v] : (*g)->metadata()) w.AddValue(k, v);
-    w.AddString("pad", std::string(pad, 'x'));
-    for (const auto& t : (*g)->tensors()) {
-      if (t.dims.size() == 1) {
-        std::vector<uint8_t> b(t.num_elements * 2);
-        for (int64_t i = 0; i < t.num_elements; ++i) { b[2*i] = 0x80; b[2*i+1] = 0x3F; }
-        w.AddTensor(t.name, t.dims, GgmlType::kBF16, b);
-      } else {
-        w.AddTensor(t.name, t.dims, t.type, std::vector<uint8_t>(t.data, t.data + t.num_bytes));
-      }
-    }
-    auto bytes = w.Serialize();
-    auto f = GgufFile::FromBytes(bytes);
-    ASSERT_TRUE(f.ok()) << f.status();
-    std::printf("pad %d: alignment %llu norm data %p\n", pad, (unsigned long long)(*f)->alignment(), (const void*)(*f)->FindTensor("output_norm.weight")->data);
-    auto m = ModelWeights::FromGguf(std::shared_ptr<const GgufFile>(std::move(*f)));
-    std::printf("load: %s\n", m.ok() ? "ok" : std::string(m.status().message()).c_str());
-  }
-}
 }  // namespace
 }  // namespace funnel

@@ -143,8 +143,8 @@ TEST(ModelWeightsTest, VocabOnlyFilesAreRejected) {
       testing::SharedDataPath("tokenizers/llama.cpp-vocab/ggml-vocab-llama-spm.gguf"));
   EXPECT_EQ(spm.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(spm.status().message()), HasSubstr("token_embd.weight"));
-  auto gpt2 =
-      ModelWeights::Open(testing::SharedDataPath("tokenizers/llama.cpp-vocab/ggml-vocab-gpt-2.gguf"));
+  auto gpt2 = ModelWeights::Open(
+      testing::SharedDataPath("tokenizers/llama.cpp-vocab/ggml-vocab-gpt-2.gguf"));
   EXPECT_EQ(gpt2.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(gpt2.status().message()), HasSubstr("'gpt2'"));
 }
@@ -221,8 +221,8 @@ TEST_P(RandomModelTest, WritesAndReopens) {
     int64_t matrix_bytes = 300 * RowBytes(tc.weight, 64);
     for (int l = 0; l < 3; ++l) {
       const LayerWeights& lw = w.layer(l);
-      for (const WeightMatrix* m : {&lw.wq, &lw.wk, &lw.wv, &lw.wo, &lw.w_gate, &lw.w_up,
-                                    &lw.w_down}) {
+      for (const WeightMatrix* m :
+           {&lw.wq, &lw.wk, &lw.wv, &lw.wo, &lw.w_gate, &lw.w_up, &lw.w_down}) {
         EXPECT_EQ(m->type, tc.weight);
         matrix_bytes += m->rows * RowBytes(m->type, m->cols);
       }
@@ -247,15 +247,14 @@ TEST_P(RandomModelTest, WritesAndReopens) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    AllTypes, RandomModelTest,
-    ::testing::Values(TypeCase{GgmlType::kF32, WeightType::kF32, 0.0f},
-                      TypeCase{GgmlType::kF16, WeightType::kF16, 1e-3f},
-                      TypeCase{GgmlType::kBF16, WeightType::kBF16, 1e-2f},
-                      TypeCase{GgmlType::kQ8_0, WeightType::kQ8_0, 1e-2f}),
-    [](const ::testing::TestParamInfo<TypeCase>& info) {
-      return GgmlTypeName(info.param.ggml);
-    });
+INSTANTIATE_TEST_SUITE_P(AllTypes, RandomModelTest,
+                         ::testing::Values(TypeCase{GgmlType::kF32, WeightType::kF32, 0.0f},
+                                           TypeCase{GgmlType::kF16, WeightType::kF16, 1e-3f},
+                                           TypeCase{GgmlType::kBF16, WeightType::kBF16, 1e-2f},
+                                           TypeCase{GgmlType::kQ8_0, WeightType::kQ8_0, 1e-2f}),
+                         [](const ::testing::TestParamInfo<TypeCase>& info) {
+                           return GgmlTypeName(info.param.ggml);
+                         });
 
 TEST(RandomModelGqaTest, HeadLayouts) {
   ScopedTempDir dir;
@@ -320,10 +319,10 @@ struct TinyModel {
   GgmlType matrix_type = GgmlType::kF32;
   GgmlType norm_type = GgmlType::kF32;
   bool tied = false;
-  std::map<std::string, std::vector<int64_t>> dims;         // per-tensor shape override
-  std::map<std::string, GgmlType> types;                    // per-tensor type override
-  std::set<std::string> omit;                               // tensors left out
-  std::map<std::string, std::optional<GgufValue>> meta;     // metadata override (nullopt: drop)
+  std::map<std::string, std::vector<int64_t>> dims;      // per-tensor shape override
+  std::map<std::string, GgmlType> types;                 // per-tensor type override
+  std::set<std::string> omit;                            // tensors left out
+  std::map<std::string, std::optional<GgufValue>> meta;  // metadata override (nullopt: drop)
 };
 
 std::vector<uint8_t> Encode(GgmlType type, const std::vector<int64_t>& dims, float value) {
@@ -363,8 +362,7 @@ std::vector<uint8_t> BuildTiny(const TinyModel& m) {
       {"general.name", GgufValue{GgufValueType::kString, std::string("tiny")}},
       {m.architecture + ".block_count", GgufValue{GgufValueType::kUint32, uint64_t(m.layers)}},
       {m.architecture + ".embedding_length", GgufValue{GgufValueType::kUint32, uint64_t(m.dim)}},
-      {m.architecture + ".feed_forward_length",
-       GgufValue{GgufValueType::kUint32, uint64_t(m.ffn)}},
+      {m.architecture + ".feed_forward_length", GgufValue{GgufValueType::kUint32, uint64_t(m.ffn)}},
       {m.architecture + ".attention.head_count",
        GgufValue{GgufValueType::kUint32, uint64_t(m.heads)}},
       {m.architecture + ".attention.head_count_kv",
@@ -576,18 +574,17 @@ TEST(TinyModelTest, BadHyperParameters) {
       absl::StatusCode::kInvalidArgument, {"llama.feed_forward_length"});
   ExpectLoadError(with("llama.attention.head_count", u32(3)), absl::StatusCode::kInvalidArgument,
                   {"not a multiple of 3 heads"});
-  ExpectLoadError(with("llama.attention.head_count_kv", u32(3)),
-                  absl::StatusCode::kInvalidArgument, {"4 heads are not a multiple of 3 KV heads"});
+  ExpectLoadError(with("llama.attention.head_count_kv", u32(3)), absl::StatusCode::kInvalidArgument,
+                  {"4 heads are not a multiple of 3 KV heads"});
   ExpectLoadError(with("llama.rope.dimension_count", u32(5)), absl::StatusCode::kInvalidArgument,
                   {"rope dimension 5"});
   ExpectLoadError(with("llama.rope.dimension_count", u32(32)), absl::StatusCode::kInvalidArgument,
                   {"rope dimension 32"});
+  ExpectLoadError(with("llama.rope.freq_base", GgufValue{GgufValueType::kFloat32, -1.0}),
+                  absl::StatusCode::kInvalidArgument, {"rope theta"});
   ExpectLoadError(
-      with("llama.rope.freq_base", GgufValue{GgufValueType::kFloat32, -1.0}),
-      absl::StatusCode::kInvalidArgument, {"rope theta"});
-  ExpectLoadError(with("llama.attention.layer_norm_rms_epsilon",
-                       GgufValue{GgufValueType::kFloat32, 0.0}),
-                  absl::StatusCode::kInvalidArgument, {"epsilon"});
+      with("llama.attention.layer_norm_rms_epsilon", GgufValue{GgufValueType::kFloat32, 0.0}),
+      absl::StatusCode::kInvalidArgument, {"epsilon"});
   ExpectLoadError(with("llama.context_length", u32(0)), absl::StatusCode::kInvalidArgument,
                   {"llama.context_length"});
   // head_count_kv is optional (defaults to head_count, i.e. MHA).
