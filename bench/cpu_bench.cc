@@ -10,6 +10,7 @@
 #include <random>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "client/cli_args.h"
 #include "runtime/exec/cpu_model_runner.h"
@@ -55,12 +56,15 @@ double MeasureTriad(ThreadPool& pool, TriadArrays& arrays) {
   return best;
 }
 
-// Gives `kv` `depth` entries per layer of random K/V at positions 0..depth-1.
-absl::Status FillSynthetic(CpuModelRunner& runner, SequenceKv& kv, int64_t depth, std::mt19937& rng) {
+// Gives `kv` the cache a `depth`-token prompt leaves under `policy` (random K/V; each layer
+// holds its budget's entry count), with the next position at `depth`.
+absl::Status FillSynthetic(CpuModelRunner& runner, SequenceKv& kv, int64_t depth,
+                           const KvPolicy& policy, std::mt19937& rng) {
   if (depth == 0) return absl::OkStatus();
+  const LayerBudgets budgets = ComputeLayerBudgets(policy, kv.num_layers(), depth);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   for (int32_t l = 0; l < kv.num_layers(); ++l) {
-    RETURN_IF_ERROR(kv.Grow(runner.pool(), l, depth));
+    RETURN_IF_ERROR(kv.Grow(runner.pool(), l, budgets.stored(l)));
     for (BlockId b : kv.block_table(l)) {
       float* p = runner.block_data(b);
       for (int64_t i = 0; i < runner.geometry().BlockFloats(); ++i) p[i] = u(rng);
@@ -71,27 +75,34 @@ absl::Status FillSynthetic(CpuModelRunner& runner, SequenceKv& kv, int64_t depth
 }
 
 struct RunFigures {
-  double prefill_tok_s = 0, decode_tok_s = 0;
+  double prefill_tok_s = 0, decode_tok_s = 0, compress_share = 0;
+  int64_t decode_kv_bytes = 0;  // KV bytes attention reads per decode step (all layers)
 };
 
+// Prefill: `prefill` tokens after `depth` synthetic full-cache entries, or, when `policy`
+// compresses, `prefill` tokens from an empty cache with compression at the end. Decode: from the
+// cache a `depth`-token prompt leaves under `policy`.
 absl::StatusOr<RunFigures> TimeOnce(CpuModelRunner& runner, int64_t depth, int64_t prefill,
-                                    int64_t decode, std::mt19937& rng) {
+                                    int64_t decode, const KvPolicy& policy, std::mt19937& rng) {
   const int32_t vocab = runner.config().vocab_size;
   SequenceKv kv = runner.NewSequence();
-  RETURN_IF_ERROR(FillSynthetic(runner, kv, depth, rng));
+  if (!policy.compresses()) RETURN_IF_ERROR(FillSynthetic(runner, kv, depth, policy, rng));
   std::vector<int32_t> prompt(static_cast<size_t>(prefill));
   for (auto& id : prompt) id = static_cast<int32_t>(rng() % static_cast<uint32_t>(vocab));
   std::vector<float> logits;
   RunFigures f;
   auto t0 = Clock::now();
-  StepSequence s{&kv, prompt, false};
+  StepSequence s{&kv, prompt, false, &policy};
   absl::Status st = runner.Step({&s, 1}, logits);
-  f.prefill_tok_s = static_cast<double>(prefill) / Seconds(t0);
+  const double prefill_s = Seconds(t0);
+  f.prefill_tok_s = static_cast<double>(prefill) / prefill_s;
+  f.compress_share = runner.last_step_compress_ms() / 1000.0 / prefill_s;
   if (st.ok()) {
     // Decode continues from depth + prefill, as llama-bench's tg at depth does not; to measure
     // decode at `depth` exactly, decode runs on a second sequence filled to `depth` only.
     runner.Release(kv);
-    RETURN_IF_ERROR(FillSynthetic(runner, kv, depth, rng));
+    RETURN_IF_ERROR(FillSynthetic(runner, kv, depth, policy, rng));
+    for (int32_t l = 0; l < kv.num_layers(); ++l) f.decode_kv_bytes += kv.layer_length(l) * runner.entry_bytes();
     int32_t token = 1;
     auto t1 = Clock::now();
     for (int64_t i = 0; i < decode && st.ok(); ++i) {
@@ -106,9 +117,41 @@ absl::StatusOr<RunFigures> TimeOnce(CpuModelRunner& runner, int64_t depth, int64
   return f;
 }
 
+struct Series {
+  std::vector<double> prefill, decode, compress_share;
+  int64_t decode_kv_bytes = 0;
+};
+
+void PrintTable(const ModelWeights& weights, const std::vector<int64_t>& depths,
+                const std::vector<Series>& series, int64_t prefill, bool compresses, double bw) {
+  auto range = [](const std::vector<double>& v, double scale = 1.0) {
+    return absl::StrFormat("%.2f (%.2f-%.2f)", Median(v) * scale,
+                           *std::min_element(v.begin(), v.end()) * scale,
+                           *std::max_element(v.begin(), v.end()) * scale);
+  };
+  std::printf("| depth | %s %lld tok/s | decode tok/s | decode ms/step | KV read/step MB | "
+              "decode GB/s | %% of triad |\n",
+              compresses ? "compressing prefill" : "prefill", static_cast<long long>(prefill));
+  std::printf("|---|---|---|---|---|---|---|\n");
+  for (size_t i = 0; i < depths.size(); ++i) {
+    const Series& s = series[i];
+    const double td = Median(s.decode);
+    const double bytes = static_cast<double>(weights.matrix_bytes() + s.decode_kv_bytes);
+    std::vector<double> ms;
+    for (double v : s.decode) ms.push_back(1000.0 / v);
+    std::printf("| %lld | %s | %s | %.1f | %.1f | %.1f | %.0f%% |\n",
+                static_cast<long long>(depths[i]), range(s.prefill).c_str(), range(s.decode).c_str(),
+                Median(ms), s.decode_kv_bytes / 1e6, td * bytes / 1e9, 100.0 * td * bytes / 1e9 / bw);
+  }
+  if (compresses) {
+    std::printf("\ncompression (scoring + selection + gather) share of the %lld-token prefill: %s%%\n",
+                static_cast<long long>(prefill), range(series[0].compress_share, 100.0).c_str());
+  }
+}
+
 absl::Status Main(const std::vector<std::string>& argv) {
   CliSpec spec{{"model", "threads", "prompt-tokens", "decode-tokens", "depths", "repeats",
-                "triad-mib"}, {}, {}};
+                "triad-mib", "kv-method", "kv-budget", "kv-window"}, {}, {}};
   ASSIGN_OR_RETURN(CliArgs args, CliArgs::Parse(argv, spec));
   ASSIGN_OR_RETURN(std::string model, args.Require("model"));
   ASSIGN_OR_RETURN(int64_t threads, args.GetInt("threads", 2, 1, 256));
@@ -116,6 +159,11 @@ absl::Status Main(const std::vector<std::string>& argv) {
   ASSIGN_OR_RETURN(int64_t decode, args.GetInt("decode-tokens", 32, 1, 1 << 20));
   ASSIGN_OR_RETURN(int64_t repeats, args.GetInt("repeats", 3, 1, 1000));
   ASSIGN_OR_RETURN(int64_t triad_mib, args.GetInt("triad-mib", 256, 16, 1 << 16));
+  KvPolicy policy;
+  ASSIGN_OR_RETURN(policy.method, ParseKvMethod(args.Get("kv-method").value_or("full")));
+  ASSIGN_OR_RETURN(policy.budget, args.GetInt("kv-budget", 0, 1, 1 << 30));
+  ASSIGN_OR_RETURN(policy.window, args.GetInt("kv-window", policy.window, 1, 1 << 20));
+  RETURN_IF_ERROR(policy.Validate());
   std::vector<int64_t> depths;
   for (absl::string_view d : absl::StrSplit(args.Get("depths").value_or("0,4096"), ',')) {
     int64_t v;
@@ -135,19 +183,24 @@ absl::Status Main(const std::vector<std::string>& argv) {
   std::mt19937 rng(7);
 
   std::printf("model: %s\n", c.Summary().c_str());
-  std::printf("weights read per decode step: %.1f MB; threads %lld\n", weights->matrix_bytes() / 1e6,
-              static_cast<long long>(threads));
+  std::printf("weights read per decode step: %.1f MB; threads %lld; kv method %s",
+              weights->matrix_bytes() / 1e6, static_cast<long long>(threads), KvMethodName(policy.method));
+  if (policy.compresses()) std::printf(" budget %lld window %d", static_cast<long long>(policy.budget), policy.window);
+  std::printf("\n");
   // Warm-up: fault in the weight pages and size the workspaces.
-  ASSIGN_OR_RETURN(RunFigures warm, TimeOnce(*runner, 0, std::min<int64_t>(prefill, 64), 2, rng));
+  ASSIGN_OR_RETURN(RunFigures warm,
+                   TimeOnce(*runner, 0, std::min<int64_t>(prefill, 64), 2, KvPolicy{}, rng));
   (void)warm;
   std::vector<double> triad;
-  std::vector<std::vector<double>> pp(depths.size()), tg(depths.size());
+  std::vector<Series> series(depths.size());
   for (int64_t r = 0; r < repeats; ++r) {
     triad.push_back(MeasureTriad(pool, arrays));
     for (size_t i = 0; i < depths.size(); ++i) {
-      ASSIGN_OR_RETURN(RunFigures f, TimeOnce(*runner, depths[i], prefill, decode, rng));
-      pp[i].push_back(f.prefill_tok_s);
-      tg[i].push_back(f.decode_tok_s);
+      ASSIGN_OR_RETURN(RunFigures f, TimeOnce(*runner, depths[i], prefill, decode, policy, rng));
+      series[i].prefill.push_back(f.prefill_tok_s);
+      series[i].decode.push_back(f.decode_tok_s);
+      series[i].compress_share.push_back(f.compress_share);
+      series[i].decode_kv_bytes = f.decode_kv_bytes;
       std::printf("  repeat %lld depth %6lld: prefill %7.2f tok/s, decode %6.2f tok/s (triad %.1f GB/s)\n",
                   static_cast<long long>(r), static_cast<long long>(depths[i]), f.prefill_tok_s,
                   f.decode_tok_s, triad.back());
@@ -158,19 +211,7 @@ absl::Status Main(const std::vector<std::string>& argv) {
   const double bw = Median(triad);
   std::printf("\nSTREAM triad: median %.1f GB/s (min %.1f, max %.1f)\n", bw,
               *std::min_element(triad.begin(), triad.end()), *std::max_element(triad.begin(), triad.end()));
-  std::printf("| depth | prefill %lld tok/s (median, min-max) | decode tok/s (median, min-max) | decode GB/s | %% of triad |\n",
-              static_cast<long long>(prefill));
-  std::printf("|---|---|---|---|---|\n");
-  for (size_t i = 0; i < depths.size(); ++i) {
-    const double td = Median(tg[i]);
-    const double bytes = static_cast<double>(weights->matrix_bytes()) +
-                         static_cast<double>(depths[i]) * kv_entry_bytes * c.num_layers;
-    std::printf("| %lld | %.1f (%.1f-%.1f) | %.2f (%.2f-%.2f) | %.1f | %.0f%% |\n",
-                static_cast<long long>(depths[i]), Median(pp[i]),
-                *std::min_element(pp[i].begin(), pp[i].end()), *std::max_element(pp[i].begin(), pp[i].end()),
-                td, *std::min_element(tg[i].begin(), tg[i].end()), *std::max_element(tg[i].begin(), tg[i].end()),
-                td * bytes / 1e9, 100.0 * td * bytes / 1e9 / bw);
-  }
+  PrintTable(*weights, depths, series, prefill, policy.compresses(), bw);
   return absl::OkStatus();
 }
 

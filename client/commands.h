@@ -12,6 +12,7 @@ namespace funnel {
 int RunCommand(const std::vector<std::string>& args);       // funnel run
 int TokenizeCommand(const std::vector<std::string>& args);  // funnel tokenize
 int ModelCommand(const std::vector<std::string>& args);     // funnel model random
+int EvalCommand(const std::vector<std::string>& args);      // funnel eval fidelity
 
 // Prints "funnel <command>: <message>" to stderr and returns the exit code for `status`.
 int ReportError(const std::string& command, const absl::Status& status);

@@ -15,6 +15,7 @@ constexpr char kUsage[] =
     "  run       generate in-process: --model PATH (--prompt TEXT | --prompt-ids IDS) [--json] ...\n"
     "  tokenize  print token ids: --model PATH --text TEXT [--no-bos]\n"
     "  model     model tools: model random --out PATH [shape options]\n"
+    "  eval      evaluations: eval fidelity --model PATH (compressed vs full cache)\n"
     "run 'funnel <command> --help' for its options\n";
 
 }  // namespace
@@ -32,6 +33,7 @@ int main(int argc, char** argv) {
   if (command == "run") return funnel::RunCommand(args);
   if (command == "tokenize") return funnel::TokenizeCommand(args);
   if (command == "model") return funnel::ModelCommand(args);
+  if (command == "eval") return funnel::EvalCommand(args);
   std::fprintf(stderr, "funnel: unknown command '%s'\n%s", command.c_str(), kUsage);
   return 2;
 }

@@ -3,8 +3,10 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_format.h"
 #include "kernels/cpu/norm_rope_act.h"
 #include "runtime/exec/kv_selection.h"
@@ -109,7 +111,10 @@ absl::Status CpuModelRunner::ReserveKv(std::span<const StepSequence> batch) {
   }
   int64_t needed = 0;
   for (size_t s = 0; s < batch.size(); ++s) {
-    for (int32_t l = 0; l < layers; ++l) needed += batch[s].kv->BlocksNeeded(l, StoredAfterStep(s, l, batch));
+    for (int32_t l = 0; l < layers; ++l) {
+      needed += batch[s].kv->BlocksNeeded(l, StoredAfterStep(s, l, batch));
+      needed += batch[s].kv->NeedsCopyOnWrite(pool_, l) ? 1 : 0;
+    }
   }
   if (needed > pool_.num_free()) {
     return absl::ResourceExhaustedError(absl::StrFormat(
@@ -120,6 +125,13 @@ absl::Status CpuModelRunner::ReserveKv(std::span<const StepSequence> batch) {
     SequenceKv& kv = *batch[s].kv;
     for (int32_t l = 0; l < layers; ++l) {
       base_lengths_[s * layers + l] = kv.layer_length(l);
+      if (kv.NeedsCopyOnWrite(pool_, l)) {
+        const int64_t last = static_cast<int64_t>(kv.block_table(l).size()) - 1;
+        const BlockId copy = *pool_.Allocate();  // counted in `needed`
+        std::copy_n(block_data(kv.block_table(l)[static_cast<size_t>(last)]), geometry_.BlockFloats(),
+                    block_data(copy));
+        kv.ReplaceBlock(pool_, l, last, copy);
+      }
       RETURN_IF_ERROR(kv.Grow(pool_, l, StoredAfterStep(s, l, batch)));
     }
   }
@@ -137,6 +149,7 @@ void CpuModelRunner::ParallelRows(int64_t rows, const std::function<void(int64_t
 absl::Status CpuModelRunner::Step(std::span<const StepSequence> batch, std::vector<float>& logits) {
   logits.clear();
   if (batch.empty()) return absl::OkStatus();
+  compress_ms_ = 0.0;
   RETURN_IF_ERROR(ValidateBatch(batch));
   RETURN_IF_ERROR(ReserveKv(batch));
 
@@ -285,6 +298,13 @@ void CpuModelRunner::Attention(int32_t layer, std::span<const StepSequence> batc
 }
 
 void CpuModelRunner::CompressLayer(int32_t layer, std::span<const StepSequence> batch) {
+  if (std::none_of(budgets_.begin(), budgets_.end(), [](const LayerBudgets& b) { return b.compress; })) {
+    return;
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  absl::Cleanup timing = [&] {
+    compress_ms_ += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  };
   const ModelConfig& c = weights_.config();
   const PagedKvGeometry& g = geometry_;
   const int64_t kv_heads = c.num_kv_heads, d = c.head_dim;

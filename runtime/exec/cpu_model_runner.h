@@ -15,6 +15,7 @@
 #include "runtime/kv/block_pool.h"
 #include "runtime/kv/kv_policy.h"
 #include "runtime/exec/kv_selection.h"
+#include "runtime/exec/model_runner.h"
 #include "runtime/kv/layer_budget.h"
 #include "runtime/kv/sequence_kv.h"
 #include "runtime/model/model_weights.h"
@@ -29,18 +30,7 @@ struct RunnerOptions {
   absl::Status Validate() const;
 };
 
-// One sequence's part of a batched step.
-struct StepSequence {
-  SequenceKv* kv = nullptr;           // grows by tokens.size() entries in every layer
-  std::span<const int32_t> tokens;    // new tokens, at positions kv->num_positions() onward
-  bool all_logits = false;            // logits for every new token (else only the last)
-  // Compression at the end of this prefill. Applies when the sequence's cache is empty (the
-  // whole prompt is in this step); null or `full` keeps everything. Attention of the prefill
-  // itself always sees the full K/V; only the kept entries are written to pool blocks.
-  const KvPolicy* policy = nullptr;
-};
-
-class CpuModelRunner {
+class CpuModelRunner final : public ModelRunner {
  public:
   static absl::StatusOr<std::unique_ptr<CpuModelRunner>> Create(const ModelWeights& weights,
                                                                 const RunnerOptions& options);
@@ -50,19 +40,21 @@ class CpuModelRunner {
   // `logits` receives, in batch order, one vocab-sized row per requested position.
   // All-or-nothing on KV space: ResourceExhausted (nothing changed) when the pool is too small;
   // InvalidArgument for empty token lists or ids outside the vocabulary.
-  absl::Status Step(std::span<const StepSequence> batch, std::vector<float>& logits);
+  absl::Status Step(std::span<const StepSequence> batch, std::vector<float>& logits) override;
 
   // An empty cache for a new sequence (its blocks come from pool()).
-  SequenceKv NewSequence() const;
+  SequenceKv NewSequence() const override;
   // Returns a sequence's blocks to the pool.
-  void Release(SequenceKv& kv) { kv.Release(pool_); }
+  void Release(SequenceKv& kv) override { kv.Release(pool_); }
 
-  BlockPool& pool() { return pool_; }
+  // Milliseconds the last Step spent choosing and writing the kept entries (all layers).
+  double last_step_compress_ms() const { return compress_ms_; }
+
+  BlockPool& pool() override { return pool_; }
+  const ModelConfig& config() const override { return weights_.config(); }
+  int32_t block_size() const override { return options_.block_size; }
+  int64_t block_bytes() const override { return geometry_.BlockFloats() * int64_t{sizeof(float)}; }
   const PagedKvGeometry& geometry() const { return geometry_; }
-  const ModelConfig& config() const { return weights_.config(); }
-  int64_t block_bytes() const { return geometry_.BlockFloats() * int64_t{sizeof(float)}; }
-  // Bytes of one KV entry of one layer (K and V for all KV heads).
-  int64_t entry_bytes() const { return block_bytes() / geometry_.block_size; }
   float* block_data(BlockId b) { return kv_storage_.get() + int64_t{b} * geometry_.BlockFloats(); }
 
  private:
@@ -101,6 +93,7 @@ class CpuModelRunner {
   std::vector<int64_t> ws_offsets_;
   std::vector<float> ws_keys_, ws_values_;
   std::vector<SelectionScratch> select_scratch_;  // one per thread
+  double compress_ms_ = 0.0;
 };
 
 }  // namespace funnel

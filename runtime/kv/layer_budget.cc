@@ -64,7 +64,8 @@ LayerBudgets ComputeLayerBudgets(const KvPolicy& policy, int32_t num_layers, int
   out.budget = n;
   out.selected.assign(static_cast<size_t>(num_layers), 0);
   if (policy.method == KvMethod::kFull) return out;
-  const int64_t b = policy.EffectiveBudget(n);
+  // A ratio can round to 0 (e.g. 0.01 of 10 tokens); never empty a layer: keep at least one.
+  const int64_t b = std::max<int64_t>(1, policy.EffectiveBudget(n));
   if (n < b) return out;
   out.budget = b;
   out.compress = true;

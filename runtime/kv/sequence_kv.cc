@@ -42,6 +42,29 @@ void SequenceKv::Release(BlockPool& pool) {
   num_positions_ = 0;
 }
 
+SequenceKv SequenceKv::Fork(BlockPool& pool) const {
+  SequenceKv copy(num_layers(), block_size_);
+  copy.tables_ = tables_;
+  copy.lengths_ = lengths_;
+  copy.num_positions_ = num_positions_;
+  for (const auto& table : tables_) {
+    for (BlockId b : table) pool.Ref(b);
+  }
+  return copy;
+}
+
+bool SequenceKv::NeedsCopyOnWrite(const BlockPool& pool, int32_t layer) const {
+  const auto& table = tables_[static_cast<size_t>(layer)];
+  const int64_t len = lengths_[static_cast<size_t>(layer)];
+  return len % block_size_ != 0 && !table.empty() && pool.ref_count(table.back()) > 1;
+}
+
+void SequenceKv::ReplaceBlock(BlockPool& pool, int32_t layer, int64_t index, BlockId block) {
+  BlockId& slot = tables_[static_cast<size_t>(layer)][static_cast<size_t>(index)];
+  pool.Unref(slot);
+  slot = block;
+}
+
 int64_t SequenceKv::num_blocks() const {
   int64_t n = 0;
   for (const auto& t : tables_) n += static_cast<int64_t>(t.size());

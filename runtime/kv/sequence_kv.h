@@ -35,6 +35,15 @@ class SequenceKv {
   // Grows `layer` to `new_length` entries, allocating blocks from `pool`. All-or-nothing:
   // ResourceExhausted (and no change) when the pool cannot supply them.
   absl::Status Grow(BlockPool& pool, int32_t layer, int64_t new_length);
+  // A new sequence sharing every block of this one (reference counts +1, no copy), with the same
+  // lengths and positions. Appending to either copies a shared, partially filled last block
+  // first (copy-on-write; see NeedsCopyOnWrite).
+  SequenceKv Fork(BlockPool& pool) const;
+  // True when appending to `layer` would write into a last block that other sequences share.
+  bool NeedsCopyOnWrite(const BlockPool& pool, int32_t layer) const;
+  // Puts `block` in place of the table entry `index` of `layer`, dropping this sequence's
+  // reference to the old block (the caller copied its contents).
+  void ReplaceBlock(BlockPool& pool, int32_t layer, int64_t index, BlockId block);
   // Returns every block to `pool` and empties all layers.
   void Release(BlockPool& pool);
   // Total blocks held over all layers.

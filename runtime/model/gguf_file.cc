@@ -21,6 +21,10 @@ constexpr uint64_t kMaxTensors = 1 << 20;
 constexpr uint64_t kMaxKeyValues = 1 << 20;
 constexpr uint32_t kMaxDims = 4;
 constexpr int kMaxArrayNesting = 2;
+// All metadata array elements of one file together (real files: ~1-2M for a 256k vocabulary).
+// Each element costs sizeof(GgufValue) (48 bytes) in memory, so without a budget a corrupt count
+// in a multi-GB file could make the parser allocate ~48x the file size (std::bad_alloc).
+constexpr uint64_t kMaxArrayElements = uint64_t{1} << 24;
 
 // Bounds-checked little-endian cursor over the file bytes. Every read names what it reads so
 // errors point at the field ("truncated file reading tensor 3 name at offset 1234").
@@ -96,9 +100,10 @@ absl::StatusOr<uint64_t> MinEncodedSize(GgufValueType type) {
 }
 
 absl::StatusOr<GgufValue> ReadValue(Cursor& cur, GgufValueType type, int depth,
-                                    absl::string_view what);
+                                    absl::string_view what, uint64_t& elements_left);
 
-absl::StatusOr<GgufValue> ReadArray(Cursor& cur, int depth, absl::string_view what) {
+absl::StatusOr<GgufValue> ReadArray(Cursor& cur, int depth, absl::string_view what,
+                                    uint64_t& elements_left) {
   if (depth >= kMaxArrayNesting) {
     return absl::InvalidArgumentError(absl::StrCat("GGUF: arrays nested too deeply in ", what));
   }
@@ -111,18 +116,24 @@ absl::StatusOr<GgufValue> ReadArray(Cursor& cur, int depth, absl::string_view wh
         "GGUF: %s declares %d array elements, more than the %d remaining bytes can hold", what,
         count, cur.remaining()));
   }
+  if (count > elements_left) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "GGUF: %s declares %d array elements, over the limit of %d array elements per file", what,
+        count, kMaxArrayElements));
+  }
+  elements_left -= count;
   GgufArray array;
   array.elem_type = elem_type;
   array.items.reserve(count);
   for (uint64_t i = 0; i < count; ++i) {
-    ASSIGN_OR_RETURN(GgufValue item, ReadValue(cur, elem_type, depth + 1, what));
+    ASSIGN_OR_RETURN(GgufValue item, ReadValue(cur, elem_type, depth + 1, what, elements_left));
     array.items.push_back(std::move(item));
   }
   return GgufValue{GgufValueType::kArray, std::move(array)};
 }
 
 absl::StatusOr<GgufValue> ReadValue(Cursor& cur, GgufValueType type, int depth,
-                                    absl::string_view what) {
+                                    absl::string_view what, uint64_t& elements_left) {
   GgufValue v;
   v.type = type;
   switch (type) {
@@ -190,7 +201,7 @@ absl::StatusOr<GgufValue> ReadValue(Cursor& cur, GgufValueType type, int depth,
       return v;
     }
     case GgufValueType::kArray:
-      return ReadArray(cur, depth, what);
+      return ReadArray(cur, depth, what, elements_left);
   }
   return absl::InvalidArgumentError(absl::StrFormat("GGUF: %s has unknown value type %d", what,
                                                     static_cast<uint32_t>(type)));
@@ -330,13 +341,14 @@ absl::Status GgufFile::Parse() {
   }
 
   metadata_.reserve(n_kv);
+  uint64_t array_elements_left = kMaxArrayElements;
   for (uint64_t i = 0; i < n_kv; ++i) {
     std::string what = absl::StrCat("metadata key ", i);
     ASSIGN_OR_RETURN(std::string key, cur.ReadString(what));
     what = absl::StrCat("metadata '", key, "'");
     ASSIGN_OR_RETURN(uint32_t raw_type, cur.Read<uint32_t>(what));
-    ASSIGN_OR_RETURN(GgufValue value,
-                     ReadValue(cur, static_cast<GgufValueType>(raw_type), 0, what));
+    ASSIGN_OR_RETURN(GgufValue value, ReadValue(cur, static_cast<GgufValueType>(raw_type), 0,
+                                                what, array_elements_left));
     if (!metadata_index_.emplace(key, metadata_.size()).second) {
       return absl::InvalidArgumentError(absl::StrCat("GGUF: duplicate metadata key '", key, "'"));
     }

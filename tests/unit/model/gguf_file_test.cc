@@ -726,6 +726,20 @@ TEST(GgufFileErrorTest, AbsurdCounts) {
   }
 }
 
+TEST(GgufFileErrorTest, ArrayElementLimit) {
+  // More than 2^24 array elements in one file are refused before any is read (each would cost a
+  // 48-byte value in memory), even when the file does hold that many bytes.
+  const uint64_t count = (uint64_t{1} << 24) + 1;
+  GgufWriter w;
+  w.AddValue("big", AVal(GgufValueType::kUint8, {UVal(GgufValueType::kUint8, 0)}));
+  std::vector<uint8_t> b = w.Serialize();
+  const size_t at = After(b, "big");
+  b.resize(at + 16);  // type, element type, count; then the elements
+  PutU64(b, at + 8, count);
+  b.resize(b.size() + count, 0);
+  ExpectInvalid(b, {"'big'", "16777217 array elements", "limit"});
+}
+
 TEST(GgufFileErrorTest, TensorOffsetOutOfRange) {
   const std::vector<uint8_t> good = SmallFile();
   const size_t at = After(good, "t.second");  // u32 n_dims(2), 2 x u64, u32 type, u64 offset

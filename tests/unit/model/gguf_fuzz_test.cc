@@ -27,6 +27,7 @@
 #include <random>
 #include <span>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -39,11 +40,12 @@
 #include "runtime/model/random_model.h"
 #include "tests/testing/test_data.h"
 
-constexpr int kMaxAllocationMb = 256;
+constexpr int kMaxAllocationMb = 256;  // also in __asan_default_options (checked below)
 constexpr double kMaxPeakRssMb = 1536;
 
 // Any single allocation above kMaxAllocationMb is a fatal "allocation-size-too-big" report.
-// (The largest legitimate one here is the ~100 MB metadata of a mutated 1.7 MB vocab file.)
+// (The largest legitimate one is a metadata array of a mutated vocab file: at most 48 bytes per
+// file byte, 190 MB for the 4 MB deepseek-llm vocab.)
 extern "C" const char* __asan_default_options() {
   return "max_allocation_size_mb=256:allocator_may_return_null=0:quarantine_size_mb=64:"
          "detect_leaks=1:abort_on_error=0";
@@ -634,6 +636,40 @@ TEST(GgufHugeClaimTest, FailBeforeAllocating) {
   }
 }
 
+// A file holding just one u8 array of `count` elements (all present).
+std::vector<uint8_t> ByteArrayFile(uint64_t count) {
+  std::vector<uint8_t> b;
+  auto put = [&b](uint64_t v, int bytes) {
+    for (int i = 0; i < bytes; ++i) b.push_back(static_cast<uint8_t>(v >> (8 * i)));
+  };
+  put(0x46554747, 4);  // "GGUF"
+  put(3, 4);
+  put(0, 8);  // tensors
+  put(1, 8);  // key-values
+  put(3, 8);
+  b.insert(b.end(), {'b', 'i', 'g'});
+  put(static_cast<uint32_t>(GgufValueType::kArray), 4);
+  put(static_cast<uint32_t>(GgufValueType::kUint8), 4);
+  put(count, 8);
+  b.resize(b.size() + count, 1);
+  return b;
+}
+
+// Regression: every array element costs a 48-byte GgufValue, so a u8 array's count, although
+// bounded by the bytes left in the file, made the parser reserve ~48x the file size: 805 MB for
+// this 16 MB file (allocation-size-too-big here; std::bad_alloc for a corrupt multi-GB model).
+// The reader now caps the array elements of a file at 2^24.
+TEST(GgufHugeClaimTest, ArrayElementsAreBudgeted) {
+  auto f = GgufFile::FromBytes(ByteArrayFile((uint64_t{1} << 24) + 1));
+  ASSERT_FALSE(f.ok());
+  EXPECT_EQ(f.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(f.status().message()).find("'big'"), std::string::npos) << f.status();
+  // A large but legitimate array still parses (2^20 elements, 48 MB of values).
+  auto ok = GgufFile::FromBytes(ByteArrayFile(uint64_t{1} << 20));
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(std::get<GgufArray>((*ok)->Find("big")->data).items.size(), size_t{1} << 20);
+}
+
 // Known bug, runtime/model/model_weights.cc:81: ModelWeights::FromGguf resizes layers_ to
 // llama.block_count before checking that those layers' tensors exist, so stories260K with
 // block_count 16777221 asks for 16777221 * sizeof(LayerWeights) = 4.5 GB (2^30 layers: 292 GB,
@@ -670,6 +706,10 @@ TEST(GgufHugeClaimDeathTest, AllocationCapIsEnforced) {
         std::printf("%d\n", static_cast<int>((*v)[n - 1]));
       },
       "allocation-size-too-big|exceeds maximum supported size");
+  // Just below the cap is fine (the option string and kMaxAllocationMb agree).
+  volatile size_t below = (size_t{kMaxAllocationMb} - 1) << 20;
+  std::unique_ptr<uint8_t[]> p(new uint8_t[below]);
+  EXPECT_NE(p.get(), nullptr);
 }
 
 }  // namespace

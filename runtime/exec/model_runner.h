@@ -1,0 +1,53 @@
+// The backend interface the engine drives: one batched forward step over paged KV caches.
+// Implemented by CpuModelRunner (and later the CUDA runner); tests use a fake.
+//
+// Thread rules: every method is called from the engine thread only.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "runtime/kv/block_pool.h"
+#include "runtime/kv/kv_policy.h"
+#include "runtime/kv/sequence_kv.h"
+#include "runtime/model/model_config.h"
+
+namespace funnel {
+
+// One sequence's part of a batched step.
+struct StepSequence {
+  SequenceKv* kv = nullptr;         // grows by tokens.size() entries in every layer
+  std::span<const int32_t> tokens;  // new tokens, at positions kv->num_positions() onward
+  bool all_logits = false;          // logits for every new token (else only the last)
+  // Compression at the end of this prefill. Applies when the sequence's cache is empty (the
+  // whole prompt is in this step); null or `full` keeps everything. Attention of the prefill
+  // itself always sees the full K/V; only the kept entries are written to pool blocks.
+  const KvPolicy* policy = nullptr;
+};
+
+class ModelRunner {
+ public:
+  virtual ~ModelRunner() = default;
+
+  // Runs the new tokens of all sequences as one batch (prefill and decode mix freely), appends
+  // their K/V and advances num_positions. `logits` receives one vocab row per requested position,
+  // in batch order. All-or-nothing on KV space: ResourceExhausted (nothing changed) when the pool
+  // is too small; InvalidArgument for empty token lists or ids outside the vocabulary.
+  virtual absl::Status Step(std::span<const StepSequence> batch, std::vector<float>& logits) = 0;
+
+  // An empty cache for a new sequence (its blocks come from pool()).
+  virtual SequenceKv NewSequence() const = 0;
+  // Returns a sequence's blocks to the pool.
+  virtual void Release(SequenceKv& kv) = 0;
+
+  virtual BlockPool& pool() = 0;
+  virtual const ModelConfig& config() const = 0;
+  virtual int32_t block_size() const = 0;
+  // Bytes of one pool block, and of one KV entry of one layer (K and V for all KV heads).
+  virtual int64_t block_bytes() const = 0;
+  int64_t entry_bytes() const { return block_bytes() / block_size(); }
+};
+
+}  // namespace funnel
