@@ -32,7 +32,7 @@ struct LayerBudgets {
 //    max = 2k - k/beta (layer 0) down to min = k/beta (top), clipped so max <= N - W.
 //    kExact rounds the real-valued schedule with largest remainders so the counts sum to L*k;
 //    kOfficial reproduces the reference's floors (steps = (max - min) // (L - 1)).
-//  A 1-layer model gets k.
+//  A 1-layer model gets k. A ratio that rounds to B = 0 keeps B = 1 (never an empty layer).
 LayerBudgets ComputeLayerBudgets(const KvPolicy& policy, int32_t num_layers, int64_t prompt_tokens);
 
 }  // namespace funnel

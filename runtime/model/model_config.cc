@@ -83,6 +83,9 @@ absl::StatusOr<ModelConfig> ModelConfigFromGguf(const GgufFile& gguf) {
   const GgufTensorInfo* embd = gguf.FindTensor("token_embd.weight");
   if (embd == nullptr) return absl::InvalidArgumentError("model: missing tensor token_embd.weight");
   if (embd->dims.size() != 2) return absl::InvalidArgumentError("model: token_embd.weight must be 2-D");
+  if (embd->dims[1] > (int64_t{1} << 30)) {
+    return absl::InvalidArgumentError("model: token_embd.weight has an absurd vocabulary size");
+  }
   c.vocab_size = static_cast<int32_t>(embd->dims[1]);
   c.tied_output = gguf.FindTensor("output.weight") == nullptr;
   RETURN_IF_ERROR(c.Validate());

@@ -78,6 +78,12 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::FromGguf(
   } else {
     ASSIGN_OR_RETURN(w->output_, LoadMatrix(g, "output.weight", c.vocab_size, c.dim));
   }
+  // A corrupt block count must fail on the missing tensors, not on a huge allocation.
+  if (g.FindTensor(absl::StrCat("blk.", c.num_layers - 1, ".attn_norm.weight")) == nullptr) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "model: %d layers declared but tensor blk.%d.attn_norm.weight is missing", c.num_layers,
+        c.num_layers - 1));
+  }
   w->layers_.resize(static_cast<size_t>(c.num_layers));
   for (int32_t i = 0; i < c.num_layers; ++i) {
     LayerWeights& l = w->layers_[static_cast<size_t>(i)];

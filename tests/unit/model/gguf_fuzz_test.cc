@@ -424,7 +424,7 @@ std::vector<uint8_t> SharedFile(const std::string& relative) {
 // Seeds from the shared data
 
 TEST(GgufFuzzTest, Stories260K) {
-  Fuzz("stories260K.gguf", SharedFile("models/stories260K/stories260K.gguf"), 3000, true);
+  Fuzz("stories260K.gguf", SharedFile("models/stories260K/stories260K.gguf"), 2500, true);
 }
 
 TEST(GgufFuzzTest, VocabLlamaSpm) {
@@ -452,7 +452,7 @@ TEST(GgufFuzzTest, OtherVocabFiles) {
   std::sort(names.begin(), names.end());
   EXPECT_GE(names.size(), 5u);
   for (const std::string& name : names) {
-    Fuzz(name, ReadBytes((dir / name).string()), 60, false);
+    Fuzz(name, ReadBytes((dir / name).string()), 40, false);
     if (HasFailure()) break;
   }
 }
@@ -675,7 +675,7 @@ TEST(GgufHugeClaimTest, ArrayElementsAreBudgeted) {
 // block_count 16777221 asks for 16777221 * sizeof(LayerWeights) = 4.5 GB (2^30 layers: 292 GB,
 // std::bad_alloc). Found by this fuzz (FUNNEL_FUZZ_SEED=1 FUNNEL_FUZZ_SCALE=15, stories260K
 // mutant 33790). Enable once fixed.
-TEST(GgufHugeClaimTest, DISABLED_HugeBlockCountFailsBeforeAllocating) {
+TEST(GgufHugeClaimTest, HugeBlockCountFailsBeforeAllocating) {
   std::vector<uint8_t> b = SharedFile("models/stories260K/stories260K.gguf");
   const std::string key = "llama.block_count";
   auto it = std::search(b.begin(), b.end(), key.begin(), key.end());

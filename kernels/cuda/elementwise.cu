@@ -1,0 +1,105 @@
+#include <cuda_runtime.h>
+
+#include "kernels/cuda/elementwise.h"
+
+namespace funnel::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+__device__ float BlockSum(float v, float* shared) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  const int warps = (blockDim.x + 31) / 32;
+  v = threadIdx.x < warps ? shared[threadIdx.x] : 0.0f;
+  if (warp == 0) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if (lane == 0) shared[0] = v;
+  }
+  __syncthreads();
+  return shared[0];
+}
+
+__global__ void RmsNormKernel(const float* x, const float* w, float* out, int64_t dim, float eps) {
+  __shared__ float shared[32];
+  const float* xr = x + blockIdx.x * dim;
+  float* orow = out + blockIdx.x * dim;
+  float ss = 0.0f;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) ss += xr[i] * xr[i];
+  const float total = BlockSum(ss, shared);
+  const float scale = rsqrtf(total / static_cast<float>(dim) + eps);
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) orow[i] = xr[i] * scale * w[i];
+}
+
+__global__ void RopeKernel(float* x, const int32_t* positions, int64_t heads, int64_t head_dim,
+                           int64_t rot_dim, float theta, bool half_split) {
+  const int64_t t = blockIdx.x;
+  const int64_t half = rot_dim / 2;
+  const float pos = static_cast<float>(positions[t]);
+  for (int64_t k = threadIdx.x; k < heads * half; k += blockDim.x) {
+    const int64_t h = k / half, i = k % half;
+    const float inv_freq = powf(theta, -2.0f * static_cast<float>(i) / static_cast<float>(rot_dim));
+    float s, c;
+    sincosf(pos * inv_freq, &s, &c);
+    float* v = x + (t * heads + h) * head_dim;
+    const int64_t a = half_split ? i : 2 * i;
+    const int64_t b = half_split ? i + half : 2 * i + 1;
+    const float x0 = v[a], x1 = v[b];
+    v[a] = x0 * c - x1 * s;
+    v[b] = x0 * s + x1 * c;
+  }
+}
+
+__global__ void SwiGluKernel(const float* gate, const float* up, float* out, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const float g = gate[i];
+    out[i] = g / (1.0f + expf(-g)) * up[i];
+  }
+}
+
+__global__ void GatherKernel(const float* table, const int32_t* ids, float* out, int64_t dim) {
+  const float* src = table + static_cast<int64_t>(ids[blockIdx.x]) * dim;
+  float* dst = out + blockIdx.x * dim;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) dst[i] = src[i];
+}
+
+int Launched() { return static_cast<int>(cudaGetLastError()); }
+
+}  // namespace
+
+int LaunchRmsNorm(const float* x, const float* weight, float* out, int64_t rows, int64_t dim,
+                  float eps, void* stream) {
+  if (rows <= 0) return 0;
+  RmsNormKernel<<<static_cast<unsigned>(rows), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+      x, weight, out, dim, eps);
+  return Launched();
+}
+
+int LaunchRope(float* x, const int32_t* positions, int64_t tokens, int64_t heads, int64_t head_dim,
+               int64_t rot_dim, float theta, bool half_split, void* stream) {
+  if (tokens <= 0) return 0;
+  RopeKernel<<<static_cast<unsigned>(tokens), 128, 0, static_cast<cudaStream_t>(stream)>>>(
+      x, positions, heads, head_dim, rot_dim, theta, half_split);
+  return Launched();
+}
+
+int LaunchSwiGlu(const float* gate, const float* up, float* out, int64_t n, void* stream) {
+  if (n <= 0) return 0;
+  const int64_t blocks = (n + kThreads - 1) / kThreads;
+  SwiGluKernel<<<static_cast<unsigned>(blocks < 65535 ? blocks : 65535), kThreads, 0,
+                 static_cast<cudaStream_t>(stream)>>>(gate, up, out, n);
+  return Launched();
+}
+
+int LaunchEmbeddingGather(const float* table, const int32_t* ids, float* out, int64_t tokens,
+                          int64_t dim, void* stream) {
+  if (tokens <= 0) return 0;
+  GatherKernel<<<static_cast<unsigned>(tokens), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+      table, ids, out, dim);
+  return Launched();
+}
+
+}  // namespace funnel::cuda

@@ -1,0 +1,26 @@
+// Row-wise and element-wise ops of the Llama forward pass on the GPU (fp32).
+// CPU twins: kernels/cpu/norm_rope_act.h. Pointers are device pointers; `stream` is a
+// cudaStream_t (nullptr = default stream). Each returns the launch's CUDA error code.
+#pragma once
+
+#include <cstdint>
+
+namespace funnel::cuda {
+
+// out[t, :] = x[t, :] / sqrt(mean(x[t, :]^2) + eps) * weight. out may alias x.
+int LaunchRmsNorm(const float* x, const float* weight, float* out, int64_t rows, int64_t dim,
+                  float eps, void* stream);
+
+// Rotates each head of x [tokens, heads, head_dim] in place by its token's position; the first
+// rot_dim dims of each head, adjacent pairs (GGUF) or half split (HF / NeoX).
+int LaunchRope(float* x, const int32_t* positions, int64_t tokens, int64_t heads, int64_t head_dim,
+               int64_t rot_dim, float theta, bool half_split, void* stream);
+
+// out[i] = silu(gate[i]) * up[i].
+int LaunchSwiGlu(const float* gate, const float* up, float* out, int64_t n, void* stream);
+
+// out[t, :] = table[ids[t], :] for an fp32 table [vocab, dim].
+int LaunchEmbeddingGather(const float* table, const int32_t* ids, float* out, int64_t tokens,
+                          int64_t dim, void* stream);
+
+}  // namespace funnel::cuda

@@ -1,0 +1,41 @@
+// Paged KV cache kernels on the GPU (fp32). Pool layout as on the CPU (kernels/cpu/
+// paged_attention.h, PagedKvGeometry): block b holds K[kv_head][slot][head_dim] then V likewise.
+// CPU twins: PagedAttentionKvHead (n_q = 1) and the KV writes of CpuModelRunner.
+#pragma once
+
+#include <cstdint>
+
+namespace funnel::cuda {
+
+// Decode attention: one new query token per sequence, attending to all kv_lens[s] stored entries
+// of its block table (a different length per sequence, and per layer in the caller's loop).
+// Split along the sequence (flash-decoding): `num_splits` partial results per (sequence, head)
+// are combined in a second kernel.
+struct PagedDecodeParams {
+  const float* q = nullptr;  // [num_seqs, num_heads, head_dim]
+  float* out = nullptr;      // [num_seqs, num_heads, head_dim]
+  int32_t num_seqs = 0;
+  int32_t num_heads = 0;
+  int32_t num_kv_heads = 0;  // num_heads / num_kv_heads <= 8
+  int32_t head_dim = 0;      // <= 256
+  const float* pool = nullptr;
+  int32_t block_size = 16;
+  const int32_t* block_tables = nullptr;  // [num_seqs, max_blocks_per_seq]
+  int32_t max_blocks_per_seq = 0;
+  const int32_t* kv_lens = nullptr;       // [num_seqs], >= 1
+  float scale = 1.0f;
+  int32_t num_splits = 1;  // >= 1; entries per split = ceil(max_kv_len / num_splits)
+  int32_t max_kv_len = 0;  // max over kv_lens
+  float* workspace = nullptr;  // PagedDecodeWorkspaceFloats(params) floats
+};
+
+int64_t PagedDecodeWorkspaceFloats(const PagedDecodeParams& params);
+int LaunchPagedDecodeAttention(const PagedDecodeParams& params, void* stream);
+
+// Writes rows of new K/V [rows, num_kv_heads, head_dim] into the pool at entry slots
+// (slots[r] = block_id * block_size + slot within the block).
+int LaunchAppendKv(const float* k, const float* v, const int64_t* slots, int64_t rows,
+                   int32_t num_kv_heads, int32_t head_dim, int32_t block_size, float* pool,
+                   void* stream);
+
+}  // namespace funnel::cuda

@@ -1,0 +1,89 @@
+// CUDA RMSNorm, RoPE, SwiGLU and embedding gather vs the CPU twins, on awkward shapes.
+#include "kernels/cuda/elementwise.h"
+
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "kernels/cpu/norm_rope_act.h"
+#include "tests/testing/gpu_test.h"
+
+namespace funnel {
+namespace {
+
+using testing::DeviceVector;
+using testing::ToleranceRatio;
+
+std::vector<float> Random(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(-scale, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = u(rng);
+  return v;
+}
+
+TEST(CudaElementwise, RmsNormMatchesCpu) {
+  FUNNEL_SKIP_WITHOUT_GPU();
+  for (int64_t rows : {1, 3, 17}) {
+    for (int64_t dim : {1, 7, 64, 300, 4096, 5000}) {
+      auto x = Random(rows * dim, 1, 3.0f), w = Random(dim, 2);
+      std::vector<float> ref(x.size());
+      RmsNorm(x.data(), w.data(), ref.data(), rows, dim, 1e-5f);
+      DeviceVector<float> dx(x), dw(w), dout(x.size());
+      ASSERT_EQ(cuda::LaunchRmsNorm(dx.get(), dw.get(), dout.get(), rows, dim, 1e-5f, nullptr), 0);
+      ASSERT_EQ(cuda::Synchronize(), 0);
+      EXPECT_LE(ToleranceRatio(dout.ToHost(), ref, 1e-5, 1e-5), 1.0) << rows << "x" << dim;
+    }
+  }
+}
+
+TEST(CudaElementwise, RopeMatchesCpuBothStyles) {
+  FUNNEL_SKIP_WITHOUT_GPU();
+  for (bool half : {false, true}) {
+    for (int64_t head_dim : {8, 64, 128}) {
+      for (int64_t rot_dim : {head_dim, head_dim / 2}) {
+        const int64_t tokens = 5, heads = 3;
+        auto x = Random(tokens * heads * head_dim, 3);
+        std::vector<int32_t> pos = {0, 1, 7, 1000, 32767};
+        std::vector<float> ref = x;
+        ApplyRope(ref.data(), pos.data(), tokens, heads, head_dim, rot_dim, 10000.0f,
+                  half ? RopeStyle::kHalfSplit : RopeStyle::kAdjacentPairs);
+        DeviceVector<float> dx(x);
+        DeviceVector<int32_t> dpos(pos);
+        ASSERT_EQ(cuda::LaunchRope(dx.get(), dpos.get(), tokens, heads, head_dim, rot_dim, 10000.0f,
+                                   half, nullptr),
+                  0);
+        ASSERT_EQ(cuda::Synchronize(), 0);
+        // Large positions amplify float differences in the angle: absolute 2e-3.
+        EXPECT_LE(ToleranceRatio(dx.ToHost(), ref, 2e-3, 1e-4), 1.0)
+            << "half " << half << " d " << head_dim << " rot " << rot_dim;
+      }
+    }
+  }
+}
+
+TEST(CudaElementwise, SwiGluAndGatherMatchCpu) {
+  FUNNEL_SKIP_WITHOUT_GPU();
+  for (int64_t n : {1, 255, 257, 100003}) {
+    auto g = Random(n, 4, 8.0f), u = Random(n, 5);
+    std::vector<float> ref(n);
+    SwiGlu(g.data(), u.data(), ref.data(), n);
+    DeviceVector<float> dg(g), du(u), dout(n);
+    ASSERT_EQ(cuda::LaunchSwiGlu(dg.get(), du.get(), dout.get(), n, nullptr), 0);
+    ASSERT_EQ(cuda::Synchronize(), 0);
+    EXPECT_LE(ToleranceRatio(dout.ToHost(), ref, 1e-6, 1e-5), 1.0) << n;
+  }
+  const int64_t vocab = 37, dim = 300;
+  auto table = Random(vocab * dim, 6);
+  std::vector<int32_t> ids = {0, 36, 5, 5, 17};
+  DeviceVector<float> dt(table), dout(ids.size() * dim);
+  DeviceVector<int32_t> di(ids);
+  ASSERT_EQ(cuda::LaunchEmbeddingGather(dt.get(), di.get(), dout.get(), 5, dim, nullptr), 0);
+  auto out = dout.ToHost();
+  for (size_t t = 0; t < ids.size(); ++t) {
+    for (int64_t i = 0; i < dim; ++i) ASSERT_EQ(out[t * dim + i], table[ids[t] * dim + i]);
+  }
+}
+
+}  // namespace
+}  // namespace funnel
