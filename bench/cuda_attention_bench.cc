@@ -12,6 +12,8 @@
 #include <vector>
 
 #include "kernels/cuda/device.h"
+#include "kernels/cuda/gemm.h"
+#include "kernels/cuda/kv_compress.h"
 #include "kernels/cuda/paged_attention.h"
 
 namespace {
@@ -87,6 +89,86 @@ float TimeDecode(int seqs, int len, int splits, float* pool, std::vector<float*>
   return ms[ms.size() / 2];
 }
 
+// One layer's compression at the end of a `n`-token prefill: window scores (W = 8), max pooling
+// (kernel 7) + group average, top-(budget - 8) per KV head with the window.
+void BenchCompression() {
+  std::printf("\n| prompt tokens | budget | window scores ms | pool+avg ms | top-k ms | total ms/layer |\n");
+  std::printf("|---|---|---|---|---|---|\n");
+  for (int64_t n : {8192, 32768, 131072}) {
+    const int64_t w = 8, prefix = n - w;
+    float *q = nullptr, *keys = nullptr, *scores = nullptr, *avg = nullptr;
+    int32_t* kept = nullptr;
+    CHECK(Malloc(reinterpret_cast<void**>(&q), size_t(w) * kHeads * kHeadDim * 4));
+    CHECK(Malloc(reinterpret_cast<void**>(&keys), size_t(kKvHeads) * n * kHeadDim * 4));
+    CHECK(Malloc(reinterpret_cast<void**>(&scores), size_t(kHeads) * prefix * 4));
+    CHECK(Malloc(reinterpret_cast<void**>(&avg), size_t(kKvHeads) * prefix * 4));
+    CHECK(Memset(q, 0, size_t(w) * kHeads * kHeadDim * 4));
+    CHECK(Memset(keys, 0, size_t(kKvHeads) * n * kHeadDim * 4));
+    for (int64_t budget : {128, 2048}) {
+      const int64_t k = budget - w;
+      CHECK(Malloc(reinterpret_cast<void**>(&kept), size_t(kKvHeads) * budget * 4));
+      const size_t ws_bytes = TopKWorkspaceBytes(prefix, kKvHeads, k);
+      void* ws = nullptr;
+      CHECK(Malloc(&ws, ws_bytes));
+      Timer t;
+      float ms[3] = {0, 0, 0};
+      for (int rep = 0; rep < 4; ++rep) {  // first round warms up
+        t.Start();
+        CHECK(LaunchWindowScores(q, keys, n, w, kHeads, kKvHeads, kHeadDim, 0.088f, scores, nullptr));
+        const float a = t.StopMs();
+        t.Start();
+        CHECK(LaunchPoolAndAverage(scores, prefix, kHeads, kKvHeads, 7, true, avg, nullptr));
+        const float b = t.StopMs();
+        t.Start();
+        CHECK(LaunchTopKWithWindow(avg, prefix, kKvHeads, k, w, kept, ws, ws_bytes, nullptr));
+        const float c = t.StopMs();
+        if (rep > 0) {
+          ms[0] += a / 3;
+          ms[1] += b / 3;
+          ms[2] += c / 3;
+        }
+      }
+      std::printf("| %lld | %lld | %.3f | %.3f | %.3f | %.3f |\n", static_cast<long long>(n),
+                  static_cast<long long>(budget), ms[0], ms[1], ms[2], ms[0] + ms[1] + ms[2]);
+      Free(ws);
+      Free(kept);
+    }
+    Free(q);
+    Free(keys);
+    Free(scores);
+    Free(avg);
+  }
+}
+
+// bf16 cuBLAS products of Llama-3-8B's projection shapes at prefill sizes.
+void BenchGemm() {
+  Blas* raw = nullptr;
+  CHECK(Blas::Create(nullptr, &raw));
+  std::printf("\n| rows x cols (weight) | tokens | ms | TFLOP/s (bf16 in, fp32 acc) |\n|---|---|---|---|\n");
+  struct S { int64_t rows, cols, tokens; };
+  for (S s : {S{4096, 4096, 8192}, S{14336, 4096, 8192}, S{4096, 14336, 8192}, S{4096, 4096, 64}}) {
+    uint16_t *w = nullptr, *x = nullptr;
+    float* y = nullptr;
+    CHECK(Malloc(reinterpret_cast<void**>(&w), size_t(s.rows) * s.cols * 2));
+    CHECK(Malloc(reinterpret_cast<void**>(&x), size_t(s.tokens) * s.cols * 2));
+    CHECK(Malloc(reinterpret_cast<void**>(&y), size_t(s.tokens) * s.rows * 4));
+    CHECK(Memset(w, 0, size_t(s.rows) * s.cols * 2));
+    CHECK(Memset(x, 0, size_t(s.tokens) * s.cols * 2));
+    CHECK(raw->MatMulBf16(w, x, s.rows, s.cols, s.tokens, y));
+    Timer t;
+    t.Start();
+    for (int i = 0; i < 10; ++i) CHECK(raw->MatMulBf16(w, x, s.rows, s.cols, s.tokens, y));
+    const float ms = t.StopMs() / 10;
+    std::printf("| %lld x %lld | %lld | %.3f | %.0f |\n", static_cast<long long>(s.rows),
+                static_cast<long long>(s.cols), static_cast<long long>(s.tokens), ms,
+                2.0 * s.rows * s.cols * s.tokens / (ms / 1000.0) / 1e12);
+    Free(w);
+    Free(x);
+    Free(y);
+  }
+  delete raw;
+}
+
 }  // namespace
 
 int main() {
@@ -123,5 +205,7 @@ int main() {
   std::printf("\n(8192 entries = a full 8K context; 2048 and 128 = PyramidKV budgets B per layer.)\n");
   Free(pool);
   for (float* b : bufs) Free(b);
+  BenchCompression();
+  BenchGemm();
   return 0;
 }

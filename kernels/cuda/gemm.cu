@@ -1,0 +1,48 @@
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include "kernels/cuda/gemm.h"
+
+namespace funnel::cuda {
+
+// Row-major y[T, R] = x[T, C] w[R, C]^T is column-major y'[R, T] = w'^T x' with w' = [C, R].
+int Blas::Create(void* stream, Blas** out) {
+  cublasHandle_t h = nullptr;
+  cublasStatus_t st = cublasCreate(&h);
+  if (st != CUBLAS_STATUS_SUCCESS) return static_cast<int>(st);
+  st = cublasSetStream(h, static_cast<cudaStream_t>(stream));
+  if (st != CUBLAS_STATUS_SUCCESS) {
+    cublasDestroy(h);
+    return static_cast<int>(st);
+  }
+  cublasSetMathMode(h, CUBLAS_DEFAULT_MATH);  // no TF32: fp32 results match the CPU twin
+  auto* b = new Blas();
+  b->handle_ = h;
+  *out = b;
+  return 0;
+}
+
+Blas::~Blas() {
+  if (handle_ != nullptr) cublasDestroy(static_cast<cublasHandle_t>(handle_));
+}
+
+int Blas::MatMulF32(const float* w, const float* x, int64_t rows, int64_t cols, int64_t tokens,
+                    float* y) {
+  const float alpha = 1.0f, beta = 0.0f;
+  return static_cast<int>(cublasSgemm(static_cast<cublasHandle_t>(handle_), CUBLAS_OP_T, CUBLAS_OP_N,
+                                      static_cast<int>(rows), static_cast<int>(tokens),
+                                      static_cast<int>(cols), &alpha, w, static_cast<int>(cols), x,
+                                      static_cast<int>(cols), &beta, y, static_cast<int>(rows)));
+}
+
+int Blas::MatMulBf16(const uint16_t* w, const uint16_t* x, int64_t rows, int64_t cols,
+                     int64_t tokens, float* y) {
+  const float alpha = 1.0f, beta = 0.0f;
+  return static_cast<int>(cublasGemmEx(
+      static_cast<cublasHandle_t>(handle_), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(rows),
+      static_cast<int>(tokens), static_cast<int>(cols), &alpha, w, CUDA_R_16BF,
+      static_cast<int>(cols), x, CUDA_R_16BF, static_cast<int>(cols), &beta, y, CUDA_R_32F,
+      static_cast<int>(rows), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+}  // namespace funnel::cuda

@@ -1,0 +1,63 @@
+// cuBLAS products vs the CPU twin (MatMulReference) for fp32 and bf16 inputs, odd shapes.
+#include "kernels/cuda/gemm.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "kernels/cpu/convert.h"
+#include "kernels/cpu/matmul.h"
+#include "tests/testing/gpu_test.h"
+
+namespace funnel {
+namespace {
+
+using testing::DeviceVector;
+
+TEST(CudaGemm, MatchesCpuForF32AndBf16) {
+  FUNNEL_SKIP_WITHOUT_GPU();
+  cuda::Blas* raw = nullptr;
+  ASSERT_EQ(cuda::Blas::Create(nullptr, &raw), 0);
+  std::unique_ptr<cuda::Blas> blas(raw);
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  struct Shape { int64_t rows, cols, tokens; };
+  for (Shape s : {Shape{1, 8, 1}, Shape{67, 40, 3}, Shape{512, 2048, 17}, Shape{4096, 128, 64}}) {
+    for (bool bf16 : {false, true}) {
+      std::vector<float> w(s.rows * s.cols), x(s.tokens * s.cols);
+      for (float& v : w) v = u(rng);
+      for (float& v : x) v = u(rng);
+      std::vector<uint16_t> wb(w.size()), xb(x.size());
+      if (bf16) {  // the reference sees exactly the bf16 values
+        for (size_t i = 0; i < w.size(); ++i) w[i] = Bf16ToFp32(wb[i] = Fp32ToBf16(w[i]));
+        for (size_t i = 0; i < x.size(); ++i) x[i] = Bf16ToFp32(xb[i] = Fp32ToBf16(x[i]));
+      }
+      std::vector<float> ref(s.tokens * s.rows);
+      MatMulReference(WeightMatrix{WeightType::kF32, w.data(), s.rows, s.cols}, x.data(), s.tokens,
+                      ref.data());
+      DeviceVector<float> dy(ref.size());
+      if (bf16) {
+        DeviceVector<uint16_t> dw(wb), dx(xb);
+        ASSERT_EQ(blas->MatMulBf16(dw.get(), dx.get(), s.rows, s.cols, s.tokens, dy.get()), 0);
+      } else {
+        DeviceVector<float> dw(w), dx(x);
+        ASSERT_EQ(blas->MatMulF32(dw.get(), dx.get(), s.rows, s.cols, s.tokens, dy.get()), 0);
+      }
+      ASSERT_EQ(cuda::Synchronize(), 0);
+      auto y = dy.ToHost();
+      // Error bound relative to sum |w||x| of each output (fp32 accumulation order differs).
+      for (int64_t t = 0; t < s.tokens; ++t) {
+        for (int64_t r = 0; r < s.rows; ++r) {
+          double mag = 0;
+          for (int64_t c = 0; c < s.cols; ++c) mag += std::fabs(w[r * s.cols + c] * x[t * s.cols + c]);
+          ASSERT_NEAR(y[t * s.rows + r], ref[t * s.rows + r], 1e-5 * mag + 1e-6)
+              << s.rows << "x" << s.cols << "x" << s.tokens << " bf16 " << bf16;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace funnel
