@@ -13,6 +13,9 @@ int RunCommand(const std::vector<std::string>& args);       // funnel run
 int TokenizeCommand(const std::vector<std::string>& args);  // funnel tokenize
 int ModelCommand(const std::vector<std::string>& args);     // funnel model random
 int EvalCommand(const std::vector<std::string>& args);      // funnel eval fidelity
+int GenerateCommand(const std::vector<std::string>& args);  // funnel generate (server)
+int SessionCommand(const std::vector<std::string>& args);   // funnel session ... (server)
+int BenchCommand(const std::vector<std::string>& args);     // funnel bench (server)
 
 // Prints "funnel <command>: <message>" to stderr and returns the exit code for `status`.
 int ReportError(const std::string& command, const absl::Status& status);

@@ -16,6 +16,9 @@ constexpr char kUsage[] =
     "  tokenize  print token ids: --model PATH --text TEXT [--no-bos]\n"
     "  model     model tools: model random --out PATH [shape options]\n"
     "  eval      evaluations: eval fidelity --model PATH (compressed vs full cache)\n"
+    "  generate  generate on a server: --server HOST:PORT (--prompt TEXT | --prompt-ids IDS) ...\n"
+    "  session   server sessions: session create|get|list|delete --server HOST:PORT ...\n"
+    "  bench     load a server: --server HOST:PORT [--concurrency C] [--requests N] ...\n"
     "run 'funnel <command> --help' for its options\n";
 
 }  // namespace
@@ -34,6 +37,9 @@ int main(int argc, char** argv) {
   if (command == "tokenize") return funnel::TokenizeCommand(args);
   if (command == "model") return funnel::ModelCommand(args);
   if (command == "eval") return funnel::EvalCommand(args);
+  if (command == "generate") return funnel::GenerateCommand(args);
+  if (command == "session") return funnel::SessionCommand(args);
+  if (command == "bench") return funnel::BenchCommand(args);
   std::fprintf(stderr, "funnel: unknown command '%s'\n%s", command.c_str(), kUsage);
   return 2;
 }

@@ -12,14 +12,61 @@
 // preempted; others wait in a bounded FIFO queue (full: RESOURCE_EXHAUSTED). A request whose
 // footprint exceeds the whole pool is rejected with RESOURCE_EXHAUSTED at once.
 // A backend fault marks the engine dead: every request fails with UNAVAILABLE.
+//
+// Details of the contract:
+//  - Footprint (blocks) = sum over layers of ceil((stored_l + G) / block_size), where stored_l is
+//    what layer l keeps of the prompt after compression (ComputeLayerBudgets; the prompt length
+//    when nothing is compressed) and G = min(max_tokens, context left after the prompt). A session
+//    fork shares the session's full blocks and copies its partial last block on the first write,
+//    so it takes ceil((session_l + suffix + G) / bs) - floor(session_l / bs) blocks per layer.
+//    The reserve is held until the request ends: no preemption, no mid-run KV exhaustion.
+//  - Admission is strictly FIFO: the head of the queue is never overtaken, even by a smaller
+//    request that would fit, so a big request waits at most for the requests running when it
+//    reached the head (no starvation; the cost is some head-of-line blocking). A head that does
+//    not fit while no request runs (sessions hold the rest of the cache) is rejected with
+//    RESOURCE_EXHAUSTED rather than blocking the queue.
+//  - At most max_num_seqs sequences run; at most max_tokens_per_step prompt tokens are prefilled
+//    per step (decode tokens always run). Uncompressed prompts and session suffixes are prefilled
+//    in chunks across steps, interleaved with the running decodes.
+//  - LIMITATION: a prompt that is compressed (a compressing kv policy and more tokens than its
+//    budget) is prefilled in ONE runner step, because the runner compresses only the whole prompt
+//    of an empty sequence. If it exceeds what is left of the step's token budget, it runs in a step
+//    with no other prefill (decodes still run with it) and can stall those decodes for longer than
+//    one budget. Chunked compression (chunks into temporary full-KV blocks, compressed at the end)
+//    is future work.
+//  - Sessions: CreateSession queues a prefill like any request (same admission rules) and returns
+//    when the session exists. A session is kept until DeleteSession or its idle TTL passes (TTL
+//    counted from the last use; a session that requests are using does not expire before they
+//    end). Generate with session_id forks the session's blocks (no copy) and continues at its
+//    logical length; the session is unchanged (kFork). kAppend extends the session with the turn
+//    (suffix + completion, the last token fed too) when the request ends successfully; at most
+//    one append per session may be queued or running: a second one gets FAILED_PRECONDITION.
+//    Deleting or expiring a session while forks run is fine: they hold references to its blocks.
+//    A session request's kv_policy is validated but not used: a fork's suffix is never compressed.
+//  - Output follows Generate() (generate.cc): an end-of-generation token ends with "stop" (unless
+//    ignore_eos); it is streamed as a TokenEvent with empty text and counted in
+//    completion_tokens. A stop string ends with "stop" and is not emitted. max_tokens or a full
+//    context ends with "length". Sampling uses the request's seed, or a random one.
+//  - A runner error that a request's data can cause (InvalidArgument, ResourceExhausted) fails
+//    only the sequences that cause it (the step is retried one sequence at a time); token ids
+//    are validated at Submit so that this stays exceptional. Any other runner error is a backend
+//    fault: the engine is dead.
+//  - GetSession/ListSessions read a copy the engine thread publishes after every change, so they
+//    do not wait for a step; another owner's session is NOT_FOUND.
+//  - Cancel / OutputStream::RequestCancel / deadlines take effect at the next step boundary: the
+//    request's blocks are freed and its FinalEvent carries CANCELLED / DEADLINE_EXCEEDED.
+//  - Shutdown(grace): Submit and CreateSession return UNAVAILABLE at once; queued and running
+//    requests continue for up to `grace`, then whatever is left ends with UNAVAILABLE.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "runtime/engine/engine_config.h"
 #include "runtime/engine/output_stream.h"
 #include "runtime/engine/request.h"
@@ -62,6 +109,7 @@ struct EngineStats {
   bool healthy = true;
 };
 
+// Thread rules: every public method may be called from any thread, concurrently.
 class Engine {
  public:
   // Starts the engine thread. `runner` and `tokenizer` must outlive the engine.

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -17,7 +18,7 @@ struct EngineConfig {
   int64_t max_tokens_per_step = 2048;  // prompt tokens admitted per step (decodes always run)
   absl::Duration session_ttl = absl::Hours(1);  // default TTL of sessions
   int32_t max_sessions = 1024;
-  std::string replica_id = "r0";       // embedded in session ids ("sess-<replica>-<n>")
+  std::string replica_id = "r0";       // embedded in session ids ("sess-<replica>-<16 hex>"); [A-Za-z0-9_.-]
 
   absl::Status Validate() const;
 };

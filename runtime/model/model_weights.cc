@@ -81,8 +81,8 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::FromGguf(
   // A corrupt block count must fail on the missing tensors, not on a huge allocation.
   if (g.FindTensor(absl::StrCat("blk.", c.num_layers - 1, ".attn_norm.weight")) == nullptr) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "model: %d layers declared but tensor blk.%d.attn_norm.weight is missing", c.num_layers,
-        c.num_layers - 1));
+        "model: missing tensor blk.%d.attn_norm.weight (%d layers declared)", c.num_layers - 1,
+        c.num_layers));
   }
   w->layers_.resize(static_cast<size_t>(c.num_layers));
   for (int32_t i = 0; i < c.num_layers; ++i) {

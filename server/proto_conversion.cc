@@ -1,0 +1,216 @@
+#include "server/proto_conversion.h"
+
+#include <cmath>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+
+namespace funnel {
+namespace {
+
+absl::StatusOr<KvMethod> MethodFromProto(v1::KvMethod m) {
+  switch (m) {
+    case v1::KV_METHOD_FULL:
+      return KvMethod::kFull;
+    case v1::KV_METHOD_PYRAMIDKV:
+      return KvMethod::kPyramidKv;
+    case v1::KV_METHOD_SNAPKV:
+      return KvMethod::kSnapKv;
+    case v1::KV_METHOD_STREAMINGLLM:
+      return KvMethod::kStreamingLlm;
+    case v1::KV_METHOD_H2O:
+      return KvMethod::kH2o;
+    default:
+      break;
+  }
+  return absl::InvalidArgumentError(absl::StrCat("kv_policy.method: unknown value ", m));
+}
+
+v1::KvMethod MethodToProto(KvMethod m) {
+  switch (m) {
+    case KvMethod::kFull:
+      return v1::KV_METHOD_FULL;
+    case KvMethod::kPyramidKv:
+      return v1::KV_METHOD_PYRAMIDKV;
+    case KvMethod::kSnapKv:
+      return v1::KV_METHOD_SNAPKV;
+    case KvMethod::kStreamingLlm:
+      return v1::KV_METHOD_STREAMINGLLM;
+    case KvMethod::kH2o:
+      return v1::KV_METHOD_H2O;
+  }
+  return v1::KV_METHOD_UNSPECIFIED;
+}
+
+// Length of the valid UTF-8 character at text[i], or 0 when the bytes there are not one.
+size_t ValidCharLength(const std::string& text, size_t i) {
+  const auto c = static_cast<uint8_t>(text[i]);
+  if (c < 0x80) return 1;
+  size_t len = 0;
+  if (c >= 0xC2 && c <= 0xDF) len = 2;
+  if (c >= 0xE0 && c <= 0xEF) len = 3;
+  if (c >= 0xF0 && c <= 0xF4) len = 4;
+  if (len == 0 || i + len > text.size()) return 0;
+  return IsValidUtf8(std::string_view(text).substr(i, len)) ? len : 0;
+}
+
+int64_t UnixMillis(absl::Time t) {
+  if (t == absl::InfiniteFuture() || t == absl::InfinitePast()) return 0;
+  return absl::ToUnixMillis(t);
+}
+
+absl::Status CheckNonNegative(const v1::KvPolicy& p) {
+  if (p.budget() < 0) return absl::InvalidArgumentError("kv_policy.budget must be >= 0");
+  if (!(p.ratio() >= 0.0) || std::isinf(p.ratio())) {
+    return absl::InvalidArgumentError("kv_policy.ratio must be in (0, 1]");
+  }
+  if (p.window() < 0) return absl::InvalidArgumentError("kv_policy.window must be >= 0");
+  if (p.kernel() < 0) return absl::InvalidArgumentError("kv_policy.kernel must be >= 0");
+  if (!(p.beta() >= 0.0) || std::isinf(p.beta())) {
+    return absl::InvalidArgumentError("kv_policy.beta must be >= 1");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::string ToValidUtf8(const std::string& text) {
+  if (IsValidUtf8(text)) return text;
+  std::string out;
+  for (size_t i = 0; i < text.size();) {
+    const size_t len = ValidCharLength(text, i);
+    if (len == 0) {
+      out += "\xEF\xBF\xBD";  // U+FFFD
+      ++i;
+    } else {
+      out.append(text, i, len);
+      i += len;
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<SamplingRequest> SamplingFromProto(const v1::SamplingParams& proto) {
+  SamplingRequest r;
+  SamplingParams& s = r.params;
+  if (proto.has_temperature()) s.temperature = proto.temperature();
+  if (proto.has_top_k()) s.top_k = proto.top_k();
+  if (proto.has_top_p()) s.top_p = proto.top_p();
+  if (proto.has_min_p()) s.min_p = proto.min_p();
+  if (proto.has_repetition_penalty()) s.repetition_penalty = proto.repetition_penalty();
+  if (proto.has_presence_penalty()) s.presence_penalty = proto.presence_penalty();
+  if (proto.has_frequency_penalty()) s.frequency_penalty = proto.frequency_penalty();
+  if (proto.has_seed()) s.seed = proto.seed();
+  if (proto.has_max_tokens()) s.max_tokens = proto.max_tokens();
+  s.stop.assign(proto.stop().begin(), proto.stop().end());
+  s.ignore_eos = proto.ignore_eos();
+  if (proto.has_top_logprobs()) {
+    if (proto.top_logprobs() < 0 || proto.top_logprobs() > 20) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sampling.top_logprobs must be in [0, 20], got ", proto.top_logprobs()));
+    }
+    r.top_logprobs = proto.top_logprobs();
+  }
+  if (absl::Status st = s.Validate(); !st.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("sampling: ", st.message()));
+  }
+  return r;
+}
+
+absl::StatusOr<std::optional<KvPolicy>> KvPolicyFromProto(const v1::KvPolicy& proto, bool present,
+                                                          const KvPolicy& server_default) {
+  if (!present) return std::optional<KvPolicy>();
+  if (absl::Status s = CheckNonNegative(proto); !s.ok()) return s;
+  KvPolicy p = server_default;
+  if (proto.method() != v1::KV_METHOD_UNSPECIFIED) {
+    auto method = MethodFromProto(proto.method());
+    if (!method.ok()) return method.status();
+    p.method = *method;
+  }
+  if (proto.budget() != 0 || proto.ratio() != 0.0) {
+    p.budget = proto.budget();
+    p.ratio = proto.ratio();
+  } else if (p.method == KvMethod::kFull) {
+    p.budget = 0;
+    p.ratio = 0.0;
+  }
+  if (proto.window() > 0) p.window = proto.window();
+  if (proto.pooling() == v1::KV_POOLING_MAX) p.pooling = KvPooling::kMax;
+  if (proto.pooling() == v1::KV_POOLING_AVG) p.pooling = KvPooling::kAvg;
+  if (proto.kernel() > 0) p.kernel = proto.kernel();
+  if (proto.beta() > 0.0) p.beta = proto.beta();
+  if (proto.official_rounding()) p.rounding = BudgetRounding::kOfficial;
+  if (absl::Status s = p.Validate(); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("kv_policy: ", s.message()));
+  }
+  return std::optional<KvPolicy>(p);
+}
+
+std::vector<ChatMessage> MessagesFromProto(const v1::ChatMessages& proto) {
+  std::vector<ChatMessage> out;
+  out.reserve(static_cast<size_t>(proto.messages_size()));
+  for (const v1::ChatMessage& m : proto.messages()) out.push_back({m.role(), m.content()});
+  return out;
+}
+
+void KvPolicyToProto(const KvPolicy& policy, v1::KvPolicy* out) {
+  out->set_method(MethodToProto(policy.method));
+  out->set_budget(policy.budget);
+  out->set_ratio(policy.ratio);
+  out->set_window(policy.window);
+  out->set_pooling(policy.pooling == KvPooling::kAvg ? v1::KV_POOLING_AVG : v1::KV_POOLING_MAX);
+  out->set_kernel(policy.kernel);
+  out->set_beta(policy.beta);
+  out->set_official_rounding(policy.rounding == BudgetRounding::kOfficial);
+}
+
+void SessionToProto(const SessionInfo& info, v1::Session* out) {
+  out->set_session_id(info.session_id);
+  out->set_tokens(info.tokens);
+  for (int64_t n : info.per_layer_tokens) out->add_per_layer_tokens(n);
+  out->set_kv_bytes(info.kv_bytes);
+  KvPolicyToProto(info.kv_policy, out->mutable_kv_policy());
+  out->set_created_unix_ms(UnixMillis(info.created));
+  out->set_expires_unix_ms(UnixMillis(info.expires));
+  out->set_active_requests(info.active_requests);
+}
+
+void UsageToProto(const Usage& usage, v1::Usage* out) {
+  out->set_prompt_tokens(usage.prompt_tokens);
+  out->set_session_tokens_reused(usage.session_tokens_reused);
+  out->set_completion_tokens(usage.completion_tokens);
+  for (int64_t n : usage.kv_entries_per_layer) out->add_kv_entries_per_layer(n);
+  v1::Timings* t = out->mutable_timings();
+  t->set_queue_ms(usage.queue_ms);
+  t->set_prefill_ms(usage.prefill_ms);
+  t->set_decode_ms(usage.decode_ms);
+  t->set_ttft_ms(usage.ttft_ms);
+  t->set_total_ms(usage.total_ms);
+}
+
+v1::FinishReason FinishReasonToProto(const std::string& reason) {
+  if (reason == "stop") return v1::FINISH_REASON_STOP;
+  if (reason == "length") return v1::FINISH_REASON_LENGTH;
+  return v1::FINISH_REASON_UNSPECIFIED;
+}
+
+void TokenEventToProto(const TokenEvent& event, const Tokenizer& tokenizer, v1::TokenDelta* out) {
+  out->Clear();
+  out->set_token_id(event.token);
+  out->set_text(ToValidUtf8(event.text));
+  if (event.logprob) {
+    v1::TokenLogprob* lp = out->mutable_logprob();
+    lp->set_token_id(event.logprob->token);
+    lp->set_text(ToValidUtf8(tokenizer.TokenToPiece(event.logprob->token)));
+    lp->set_logprob(event.logprob->logprob);
+  }
+  for (const TokenLogprob& alt : event.top_logprobs) {
+    v1::TokenLogprob* lp = out->add_top_logprobs();
+    lp->set_token_id(alt.token);
+    lp->set_text(ToValidUtf8(tokenizer.TokenToPiece(alt.token)));
+    lp->set_logprob(alt.logprob);
+  }
+}
+
+}  // namespace funnel

@@ -1,0 +1,319 @@
+#include "server/server_config.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <map>
+#include <optional>
+#include <set>
+#include <thread>
+
+#include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "runtime/kv/kv_policy.h"
+#include "runtime/text/chat_template.h"
+#include "runtime/util/status_macros.h"
+
+namespace funnel {
+
+const char kServerUsage[] =
+    "usage: funnel-server --model PATH [flags]\n"
+    "\n"
+    "Serves funnel.v1.Inference (+ grpc.health.v1.Health and reflection) over gRPC, and\n"
+    "/health, /ready, /metrics over HTTP on the admin port.\n"
+    "\n"
+    "  --model PATH              GGUF model file (required)\n"
+    "  --host ADDR               listen address for gRPC and admin HTTP (default 127.0.0.1)\n"
+    "  --port N                  gRPC port; 0 = ephemeral (default 50051). The bound address is\n"
+    "                            printed to stderr as 'listening on HOST:PORT'\n"
+    "  --port-file PATH          write the bound gRPC port there once serving\n"
+    "  --admin-port N            HTTP port; 0 = ephemeral, -1 = disabled (default 8081)\n"
+    "  --admin-port-file PATH    write the bound admin port there once serving\n"
+    "  --threads N               CPU compute threads (default: all cores)\n"
+    "  --kv-method M             default KV policy: full|pyramidkv|snapkv|streamingllm|h2o\n"
+    "                            (default full)\n"
+    "  --kv-budget B             entries kept per layer on average, window included\n"
+    "  --kv-ratio R              alternative to --kv-budget: fraction of the prompt, (0, 1]\n"
+    "  --kv-window W             observation window (default 8)\n"
+    "  --kv-pooling max|avg      score pooling (default max)\n"
+    "  --kv-kernel K             pooling kernel, odd (default 7)\n"
+    "  --kv-beta B               PyramidKV steepness, >= 1 (default 20)\n"
+    "  --kv-rounding exact|official  per-layer budget rounding (default exact)\n"
+    "  --kv-cache-bytes B        KV pool size, e.g. 1G, 512M (default 1G)\n"
+    "  --block-size N            KV entries per block (default 16)\n"
+    "  --max-num-seqs N          sequences running at once (default 64)\n"
+    "  --max-queue N             waiting requests; beyond: RESOURCE_EXHAUSTED (default 256)\n"
+    "  --max-prompt-tokens N     longest prompt; 0 = the model's context (default 0)\n"
+    "  --max-tokens-per-step N   prompt tokens admitted per engine step (default 2048)\n"
+    "  --max-sessions N          live sessions (default 1024)\n"
+    "  --session-ttl SECONDS     default session time to live (default 3600)\n"
+    "  --api-key-file PATH       one key per line ('#' comments); clients send metadata\n"
+    "                            'authorization: Bearer <key>'. Absent: open access\n"
+    "  --replica-id ID           replica name embedded in session ids, [A-Za-z0-9_.] (default r0)\n"
+    "  --served-model-name NAME  model id reported to clients (default: general.name)\n"
+    "  --chat-template NAME      chat template instead of the model's own:\n"
+    "                            chatml|llama2|llama3|mistral|plain|zephyr\n"
+    "  --shutdown-grace SECONDS  on SIGTERM/SIGINT, time in-flight requests get to finish\n"
+    "                            before they are cancelled (default 10)\n"
+    "  --log-level LEVEL         trace|debug|info|warn|error|critical|off (default info)\n"
+    "  --help                    this text\n"
+    "\n"
+    "Bad flags exit with status 2.\n";
+
+namespace {
+
+const std::set<std::string>& KnownFlags() {
+  static const auto* flags = new std::set<std::string>{"model",
+                                                       "host",
+                                                       "port",
+                                                       "port-file",
+                                                       "admin-port",
+                                                       "admin-port-file",
+                                                       "threads",
+                                                       "kv-method",
+                                                       "kv-budget",
+                                                       "kv-ratio",
+                                                       "kv-window",
+                                                       "kv-pooling",
+                                                       "kv-kernel",
+                                                       "kv-beta",
+                                                       "kv-rounding",
+                                                       "kv-cache-bytes",
+                                                       "block-size",
+                                                       "max-num-seqs",
+                                                       "max-queue",
+                                                       "max-prompt-tokens",
+                                                       "max-tokens-per-step",
+                                                       "max-sessions",
+                                                       "session-ttl",
+                                                       "api-key-file",
+                                                       "replica-id",
+                                                       "served-model-name",
+                                                       "chat-template",
+                                                       "shutdown-grace",
+                                                       "log-level"};
+  return *flags;
+}
+
+// name → value of every flag given; typed getters check ranges.
+class Flags {
+ public:
+  absl::Status Parse(const std::vector<std::string>& args, bool& help);
+  std::optional<std::string> Get(const std::string& name) const;
+  absl::StatusOr<int64_t> GetInt(const std::string& name, int64_t def, int64_t lo,
+                                 int64_t hi) const;
+  absl::StatusOr<double> GetDouble(const std::string& name, double def, double lo, double hi) const;
+
+ private:
+  std::map<std::string, std::string> values_;
+};
+
+absl::Status Flags::Parse(const std::vector<std::string>& args, bool& help) {
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    if (arg == "--help" || arg == "-h") {
+      help = true;
+      continue;
+    }
+    if (arg.size() < 3 || arg.compare(0, 2, "--") != 0) {
+      return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", arg, "'"));
+    }
+    std::string name = arg.substr(2);
+    std::string value;
+    const size_t eq = name.find('=');
+    if (eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name.resize(eq);
+    } else if (KnownFlags().count(name) != 0) {
+      if (i + 1 >= args.size()) {
+        return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
+      }
+      value = args[++i];
+    }
+    if (KnownFlags().count(name) == 0) {
+      return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
+    }
+    if (!values_.emplace(name, value).second) {
+      return absl::InvalidArgumentError(absl::StrCat("--", name, " given twice"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::optional<std::string> Flags::Get(const std::string& name) const {
+  auto it = values_.find(name);
+  if (it == values_.end()) return std::nullopt;
+  return it->second;
+}
+
+absl::StatusOr<int64_t> Flags::GetInt(const std::string& name, int64_t def, int64_t lo,
+                                      int64_t hi) const {
+  std::optional<std::string> v = Get(name);
+  if (!v) return def;
+  int64_t x = 0;
+  if (!absl::SimpleAtoi(*v, &x)) {
+    return absl::InvalidArgumentError(absl::StrCat("--", name, ": '", *v, "' is not an integer"));
+  }
+  if (x < lo || x > hi) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", name, " must be in [", lo, ", ", hi, "], got ", x));
+  }
+  return x;
+}
+
+absl::StatusOr<double> Flags::GetDouble(const std::string& name, double def, double lo,
+                                        double hi) const {
+  std::optional<std::string> v = Get(name);
+  if (!v) return def;
+  double x = 0;
+  if (!absl::SimpleAtod(*v, &x) || !std::isfinite(x)) {
+    return absl::InvalidArgumentError(absl::StrCat("--", name, ": '", *v, "' is not a number"));
+  }
+  if (x < lo || x > hi) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", name, " must be in [", lo, ", ", hi, "], got ", *v));
+  }
+  return x;
+}
+
+absl::Status ParseListen(const Flags& f, ServerConfig& c) {
+  if (auto v = f.Get("host")) c.host = *v;
+  if (c.host.empty()) return absl::InvalidArgumentError("--host is empty");
+  ASSIGN_OR_RETURN(c.port, f.GetInt("port", c.port, 0, 65535));
+  ASSIGN_OR_RETURN(c.admin_port, f.GetInt("admin-port", c.admin_port, -1, 65535));
+  c.port_file = f.Get("port-file").value_or("");
+  c.admin_port_file = f.Get("admin-port-file").value_or("");
+  if (c.admin_port < 0 && !c.admin_port_file.empty()) {
+    return absl::InvalidArgumentError("--admin-port-file needs the admin port (not -1)");
+  }
+  if (c.port != 0 && c.admin_port == c.port) {
+    return absl::InvalidArgumentError("--admin-port must differ from --port");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseKvDefaults(const Flags& f, KvPolicy& p) {
+  if (auto v = f.Get("kv-method")) {
+    ASSIGN_OR_RETURN(p.method, ParseKvMethod(*v));
+  }
+  ASSIGN_OR_RETURN(p.budget, f.GetInt("kv-budget", 0, 1, std::numeric_limits<int32_t>::max()));
+  ASSIGN_OR_RETURN(p.ratio, f.GetDouble("kv-ratio", 0.0, 1e-9, 1.0));
+  ASSIGN_OR_RETURN(p.window, f.GetInt("kv-window", p.window, 1, 1 << 20));
+  if (auto v = f.Get("kv-pooling")) {
+    ASSIGN_OR_RETURN(p.pooling, ParseKvPooling(*v));
+  }
+  ASSIGN_OR_RETURN(p.kernel, f.GetInt("kv-kernel", p.kernel, 1, 1023));
+  ASSIGN_OR_RETURN(p.beta, f.GetDouble("kv-beta", p.beta, 1.0, 1e6));
+  if (auto v = f.Get("kv-rounding")) {
+    ASSIGN_OR_RETURN(p.rounding, ParseBudgetRounding(*v));
+  }
+  if (absl::Status s = p.Validate(); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--kv-*: ", s.message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseEngine(const Flags& f, ServerConfig& c) {
+  const int64_t kMaxInt = std::numeric_limits<int32_t>::max();
+  const int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
+  ASSIGN_OR_RETURN(c.runner.num_threads, f.GetInt("threads", cores, 1, 1024));
+  ASSIGN_OR_RETURN(c.runner.block_size, f.GetInt("block-size", c.runner.block_size, 1, 4096));
+  if (auto v = f.Get("kv-cache-bytes")) {
+    auto bytes = ParseByteSize(*v);
+    if (!bytes.ok())
+      return absl::InvalidArgumentError(
+          absl::StrCat("--kv-cache-bytes: ", bytes.status().message()));
+    c.runner.kv_cache_bytes = *bytes;
+  }
+  if (absl::Status s = c.runner.Validate(); !s.ok()) return s;
+  EngineConfig& e = c.engine;
+  RETURN_IF_ERROR(ParseKvDefaults(f, e.default_kv_policy));
+  ASSIGN_OR_RETURN(e.max_num_seqs, f.GetInt("max-num-seqs", e.max_num_seqs, 1, 1 << 16));
+  ASSIGN_OR_RETURN(e.max_queue, f.GetInt("max-queue", e.max_queue, 1, 1 << 20));
+  ASSIGN_OR_RETURN(e.max_prompt_tokens, f.GetInt("max-prompt-tokens", 0, 0, kMaxInt));
+  ASSIGN_OR_RETURN(e.max_tokens_per_step,
+                   f.GetInt("max-tokens-per-step", e.max_tokens_per_step, 1, kMaxInt));
+  ASSIGN_OR_RETURN(e.max_sessions, f.GetInt("max-sessions", e.max_sessions, 0, 1 << 20));
+  ASSIGN_OR_RETURN(double ttl, f.GetDouble("session-ttl", absl::ToDoubleSeconds(e.session_ttl),
+                                           1e-3, 365.0 * 86400));
+  e.session_ttl = absl::Seconds(ttl);
+  if (auto v = f.Get("replica-id")) e.replica_id = *v;
+  return e.Validate();
+}
+
+absl::Status ParseMisc(const Flags& f, ServerConfig& c) {
+  c.api_key_file = f.Get("api-key-file").value_or("");
+  c.served_model_name = f.Get("served-model-name").value_or("");
+  if (f.Get("served-model-name") && c.served_model_name.empty()) {
+    return absl::InvalidArgumentError("--served-model-name is empty");
+  }
+  c.chat_template = f.Get("chat-template").value_or("");
+  if (!c.chat_template.empty()) {
+    auto kind = ChatTemplate::KindFromName(c.chat_template);
+    if (!kind.ok())
+      return absl::InvalidArgumentError(absl::StrCat("--chat-template: ", kind.status().message()));
+  }
+  ASSIGN_OR_RETURN(double grace, f.GetDouble("shutdown-grace", 10.0, 0.0, 3600.0));
+  c.shutdown_grace = absl::Seconds(grace);
+  c.log_level = f.Get("log-level").value_or(c.log_level);
+  static const std::set<std::string> kLevels = {"trace", "debug",    "info", "warn",
+                                                "error", "critical", "off"};
+  if (kLevels.count(c.log_level) == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("--log-level: unknown level '", c.log_level,
+                                                   "' (trace|debug|info|warn|error|critical|off)"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<int64_t> ParseByteSize(const std::string& text) {
+  std::string digits = text;
+  int shift = 0;
+  if (!digits.empty()) {
+    switch (absl::ascii_toupper(static_cast<unsigned char>(digits.back()))) {
+      case 'K':
+        shift = 10;
+        break;
+      case 'M':
+        shift = 20;
+        break;
+      case 'G':
+        shift = 30;
+        break;
+      case 'T':
+        shift = 40;
+        break;
+      default:
+        break;
+    }
+    if (shift != 0) digits.pop_back();
+  }
+  int64_t n = 0;
+  if (!absl::SimpleAtoi(digits, &n) || n <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", text, "' is not a positive size (bytes, or with K/M/G/T)"));
+  }
+  if (n > (std::numeric_limits<int64_t>::max() >> shift)) {
+    return absl::InvalidArgumentError(absl::StrCat("'", text, "' is too large"));
+  }
+  return n << shift;
+}
+
+absl::StatusOr<ServerConfig> ParseServerFlags(const std::vector<std::string>& args) {
+  Flags flags;
+  ServerConfig c;
+  RETURN_IF_ERROR(flags.Parse(args, c.help));
+  if (c.help) return c;
+  auto model = flags.Get("model");
+  if (!model || model->empty()) return absl::InvalidArgumentError("--model is required");
+  c.model_path = *model;
+  RETURN_IF_ERROR(ParseListen(flags, c));
+  RETURN_IF_ERROR(ParseEngine(flags, c));
+  RETURN_IF_ERROR(ParseMisc(flags, c));
+  return c;
+}
+
+}  // namespace funnel
