@@ -8,14 +8,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "client/generation_flags.h"
+#include "proto/kv_method_conversion.h"
 #include "runtime/sample/sampling_params.h"
 #include "runtime/util/status_macros.h"
 
 namespace funnel {
 namespace {
-
-constexpr const char* kKvFlags[] = {"kv-method",  "kv-budget", "kv-ratio",   "kv-window",
-                                    "kv-pooling", "kv-kernel", "kv-rounding"};
 
 absl::StatusOr<std::string> ReadApiKeyFile(const std::string& path) {
   std::ifstream in(path);
@@ -28,36 +27,10 @@ absl::StatusOr<std::string> ReadApiKeyFile(const std::string& path) {
   return key;
 }
 
-v1::KvMethod MethodToProto(KvMethod m) {
-  switch (m) {
-    case KvMethod::kFull:
-      return v1::KV_METHOD_FULL;
-    case KvMethod::kPyramidKv:
-      return v1::KV_METHOD_PYRAMIDKV;
-    case KvMethod::kSnapKv:
-      return v1::KV_METHOD_SNAPKV;
-    case KvMethod::kStreamingLlm:
-      return v1::KV_METHOD_STREAMINGLLM;
-    case KvMethod::kH2o:
-      return v1::KV_METHOD_H2O;
-  }
-  return v1::KV_METHOD_UNSPECIFIED;
-}
+v1::KvMethod MethodToProto(KvMethod m) { return KvMethodToProto(m); }
 
-KvMethod MethodFromProto(v1::KvMethod m) {
-  switch (m) {
-    case v1::KV_METHOD_PYRAMIDKV:
-      return KvMethod::kPyramidKv;
-    case v1::KV_METHOD_SNAPKV:
-      return KvMethod::kSnapKv;
-    case v1::KV_METHOD_STREAMINGLLM:
-      return KvMethod::kStreamingLlm;
-    case v1::KV_METHOD_H2O:
-      return KvMethod::kH2o;
-    default:
-      return KvMethod::kFull;
-  }
-}
+// An unspecified (or unknown) method reads as full.
+KvMethod MethodFromProto(v1::KvMethod m) { return KvMethodFromProto(m).value_or(KvMethod::kFull); }
 
 }  // namespace
 
@@ -83,38 +56,9 @@ absl::StatusOr<ClientOptions> ParseConnectionFlags(const CliArgs& args) {
   return o;
 }
 
-void AddSamplingFlags(CliSpec& spec) {
-  spec.options.insert({"max-tokens", "temperature", "top-p", "top-k", "min-p", "repetition-penalty",
-                       "presence-penalty", "frequency-penalty", "seed"});
-  spec.flags.insert("ignore-eos");
-  spec.repeated.insert("stop");
-}
-
 absl::StatusOr<v1::SamplingParams> ParseSamplingFlags(const CliArgs& args) {
   // Read exactly as `funnel run` does, checked locally, then sent in full.
-  SamplingParams s;
-  ASSIGN_OR_RETURN(s.max_tokens, args.GetInt("max-tokens", 128, 0, 1 << 24));
-  ASSIGN_OR_RETURN(double temperature, args.GetDouble("temperature", 0.0, 0.0, 100.0));
-  ASSIGN_OR_RETURN(double top_p, args.GetDouble("top-p", 1.0, 0.0, 1.0));
-  ASSIGN_OR_RETURN(s.top_k, args.GetInt("top-k", 0, -1, 1 << 24));
-  ASSIGN_OR_RETURN(double min_p, args.GetDouble("min-p", 0.0, 0.0, 1.0));
-  ASSIGN_OR_RETURN(double rep, args.GetDouble("repetition-penalty", 1.0, 0.0, 100.0));
-  ASSIGN_OR_RETURN(double pres, args.GetDouble("presence-penalty", 0.0, -2.0, 2.0));
-  ASSIGN_OR_RETURN(double freq, args.GetDouble("frequency-penalty", 0.0, -2.0, 2.0));
-  s.temperature = static_cast<float>(temperature);
-  s.top_p = static_cast<float>(top_p);
-  s.min_p = static_cast<float>(min_p);
-  s.repetition_penalty = static_cast<float>(rep);
-  s.presence_penalty = static_cast<float>(pres);
-  s.frequency_penalty = static_cast<float>(freq);
-  if (args.Has("seed")) {
-    ASSIGN_OR_RETURN(int64_t seed, args.GetInt("seed", 0, 0, INT64_MAX));
-    s.seed = static_cast<uint64_t>(seed);
-  }
-  s.stop = args.GetAll("stop");
-  s.ignore_eos = args.Flag("ignore-eos");
-  RETURN_IF_ERROR(s.Validate());
-
+  ASSIGN_OR_RETURN(SamplingParams s, ParseSamplingParams(args));
   v1::SamplingParams p;
   p.set_max_tokens(s.max_tokens);
   p.set_temperature(s.temperature);
@@ -130,27 +74,9 @@ absl::StatusOr<v1::SamplingParams> ParseSamplingFlags(const CliArgs& args) {
   return p;
 }
 
-void AddKvFlags(CliSpec& spec) {
-  for (const char* f : kKvFlags) spec.options.insert(f);
-}
-
 absl::StatusOr<std::optional<v1::KvPolicy>> ParseKvFlags(const CliArgs& args) {
-  bool any = false;
-  for (const char* f : kKvFlags) any = any || args.Has(f);
-  if (!any) return std::optional<v1::KvPolicy>();
-  KvPolicy p;
-  ASSIGN_OR_RETURN(p.method, ParseKvMethod(args.Get("kv-method").value_or("full")));
-  ASSIGN_OR_RETURN(p.budget, args.GetInt("kv-budget", 0, 1, INT32_MAX));
-  ASSIGN_OR_RETURN(p.ratio, args.GetDouble("kv-ratio", 0.0, 1e-9, 1.0));
-  ASSIGN_OR_RETURN(p.window, args.GetInt("kv-window", p.window, 1, 1 << 20));
-  ASSIGN_OR_RETURN(p.kernel, args.GetInt("kv-kernel", p.kernel, 1, 1023));
-  if (auto v = args.Get("kv-pooling")) {
-    ASSIGN_OR_RETURN(p.pooling, ParseKvPooling(*v));
-  }
-  if (auto v = args.Get("kv-rounding")) {
-    ASSIGN_OR_RETURN(p.rounding, ParseBudgetRounding(*v));
-  }
-  RETURN_IF_ERROR(p.Validate());
+  if (!HasKvFlags(args)) return std::optional<v1::KvPolicy>();
+  ASSIGN_OR_RETURN(KvPolicy p, ParseKvPolicy(args));
   return std::optional<v1::KvPolicy>(KvPolicyToProto(p));
 }
 

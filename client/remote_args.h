@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "client/cli_args.h"
 #include "client/funnel_client.h"
+#include "client/generation_flags.h"
 #include "nlohmann/json.hpp"
 #include "runtime/kv/kv_policy.h"
 
@@ -21,14 +22,13 @@ namespace funnel {
 void AddConnectionFlags(CliSpec& spec);
 absl::StatusOr<ClientOptions> ParseConnectionFlags(const CliArgs& args);
 
-// The sampling flags of `funnel run` with its defaults (greedy, 128 tokens).
-void AddSamplingFlags(CliSpec& spec);
+// The sampling flags of `funnel run` (client/generation_flags.h: AddSamplingFlags) as a proto.
 absl::StatusOr<v1::SamplingParams> ParseSamplingFlags(const CliArgs& args);
 
 // The KV flags of `funnel run` (--kv-method, --kv-budget, --kv-ratio, --kv-window, --kv-pooling,
 // --kv-kernel, --kv-rounding). nullopt when none is given (the server's default applies); else
 // the policy as `funnel run` reads it (method defaults to full), validated.
-void AddKvFlags(CliSpec& spec);
+// (AddKvFlags in client/generation_flags.h declares them.)
 absl::StatusOr<std::optional<v1::KvPolicy>> ParseKvFlags(const CliArgs& args);
 
 v1::KvPolicy KvPolicyToProto(const KvPolicy& policy);

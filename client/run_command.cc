@@ -8,6 +8,7 @@
 #include "absl/strings/str_split.h"
 #include "client/cli_args.h"
 #include "client/commands.h"
+#include "client/generation_flags.h"
 #include "nlohmann/json.hpp"
 #include "runtime/exec/generate.h"
 #include "runtime/util/status_macros.h"
@@ -39,7 +40,8 @@ absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& s) {
   for (absl::string_view part : absl::StrSplit(s, ',', absl::SkipWhitespace())) {
     int32_t id;
     if (!absl::SimpleAtoi(part, &id)) {
-      return absl::InvalidArgumentError(absl::StrCat("--prompt-ids: '", part, "' is not an integer"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--prompt-ids: '", part, "' is not an integer"));
     }
     ids.push_back(id);
   }
@@ -47,30 +49,13 @@ absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& s) {
   return ids;
 }
 
-absl::StatusOr<KvPolicy> ParseKvPolicy(const CliArgs& args) {
-  KvPolicy p;
-  ASSIGN_OR_RETURN(p.method, ParseKvMethod(args.Get("kv-method").value_or("full")));
-  ASSIGN_OR_RETURN(p.budget, args.GetInt("kv-budget", 0, 1, INT32_MAX));
-  ASSIGN_OR_RETURN(p.ratio, args.GetDouble("kv-ratio", 0.0, 1e-9, 1.0));
-  ASSIGN_OR_RETURN(p.window, args.GetInt("kv-window", p.window, 1, 1 << 20));
-  ASSIGN_OR_RETURN(p.kernel, args.GetInt("kv-kernel", p.kernel, 1, 1023));
-  if (auto v = args.Get("kv-pooling")) {
-    ASSIGN_OR_RETURN(p.pooling, ParseKvPooling(*v));
-  }
-  if (auto v = args.Get("kv-rounding")) {
-    ASSIGN_OR_RETURN(p.rounding, ParseBudgetRounding(*v));
-  }
-  RETURN_IF_ERROR(p.Validate());
-  return p;
-}
-
 absl::StatusOr<RunArgs> ParseRunArgs(const std::vector<std::string>& argv) {
-  CliSpec spec{{"model", "prompt", "prompt-ids", "max-tokens", "temperature", "top-p", "top-k",
-                "min-p", "repetition-penalty", "presence-penalty", "frequency-penalty", "seed",
-                "threads", "kv-cache-bytes", "dump-logits", "block-size", "kv-method", "kv-budget",
-                "kv-ratio", "kv-window", "kv-pooling", "kv-kernel", "kv-rounding"},
-               {"ignore-eos", "json"},
-               {"stop"}};
+  CliSpec spec{
+      {"model", "prompt", "prompt-ids", "threads", "kv-cache-bytes", "dump-logits", "block-size"},
+      {"json"},
+      {}};
+  AddSamplingFlags(spec);
+  AddKvFlags(spec);
   ASSIGN_OR_RETURN(CliArgs args, CliArgs::Parse(argv, spec));
   RunArgs r;
   ASSIGN_OR_RETURN(r.model, args.Require("model"));
@@ -81,28 +66,7 @@ absl::StatusOr<RunArgs> ParseRunArgs(const std::vector<std::string>& argv) {
   if (auto ids = args.Get("prompt-ids")) {
     ASSIGN_OR_RETURN(r.prompt_ids, ParseIds(*ids));
   }
-  SamplingParams& s = r.sampling;
-  ASSIGN_OR_RETURN(s.max_tokens, args.GetInt("max-tokens", 128, 0, 1 << 24));
-  ASSIGN_OR_RETURN(double temperature, args.GetDouble("temperature", 0.0, 0.0, 100.0));
-  ASSIGN_OR_RETURN(double top_p, args.GetDouble("top-p", 1.0, 0.0, 1.0));
-  ASSIGN_OR_RETURN(s.top_k, args.GetInt("top-k", 0, -1, 1 << 24));
-  ASSIGN_OR_RETURN(double min_p, args.GetDouble("min-p", 0.0, 0.0, 1.0));
-  ASSIGN_OR_RETURN(double rep, args.GetDouble("repetition-penalty", 1.0, 0.0, 100.0));
-  ASSIGN_OR_RETURN(double pres, args.GetDouble("presence-penalty", 0.0, -2.0, 2.0));
-  ASSIGN_OR_RETURN(double freq, args.GetDouble("frequency-penalty", 0.0, -2.0, 2.0));
-  s.temperature = static_cast<float>(temperature);
-  s.top_p = static_cast<float>(top_p);
-  s.min_p = static_cast<float>(min_p);
-  s.repetition_penalty = static_cast<float>(rep);
-  s.presence_penalty = static_cast<float>(pres);
-  s.frequency_penalty = static_cast<float>(freq);
-  if (args.Has("seed")) {
-    ASSIGN_OR_RETURN(int64_t seed, args.GetInt("seed", 0, 0, INT64_MAX));
-    s.seed = static_cast<uint64_t>(seed);
-  }
-  s.stop = args.GetAll("stop");
-  s.ignore_eos = args.Flag("ignore-eos");
-  RETURN_IF_ERROR(s.Validate());
+  ASSIGN_OR_RETURN(r.sampling, ParseSamplingParams(args));
   ASSIGN_OR_RETURN(r.runner.num_threads, args.GetInt("threads", 2, 1, 256));
   ASSIGN_OR_RETURN(r.runner.block_size, args.GetInt("block-size", 16, 1, 1024));
   ASSIGN_OR_RETURN(r.runner.kv_cache_bytes,
@@ -119,7 +83,8 @@ class LogitsDumper {
   explicit LogitsDumper(const std::string& path) : out_(path) {}
   bool ok() const { return static_cast<bool>(out_); }
   void Write(int64_t pos, std::span<const float> logits) {
-    nlohmann::json line = {{"pos", pos}, {"logits", std::vector<float>(logits.begin(), logits.end())}};
+    nlohmann::json line = {{"pos", pos},
+                           {"logits", std::vector<float>(logits.begin(), logits.end())}};
     out_ << line.dump() << '\n';
   }
 
@@ -155,13 +120,15 @@ absl::Status Run(const std::vector<std::string>& argv) {
   std::vector<int32_t> prompt = r.prompt_ids;
   if (r.prompt) prompt = tokenizer->Encode(*r.prompt, EncodeOptions{});
   if (prompt.empty()) return absl::InvalidArgumentError("the prompt encodes to no tokens");
-  ASSIGN_OR_RETURN(std::unique_ptr<CpuModelRunner> runner, CpuModelRunner::Create(*weights, r.runner));
+  ASSIGN_OR_RETURN(std::unique_ptr<CpuModelRunner> runner,
+                   CpuModelRunner::Create(*weights, r.runner));
 
   std::unique_ptr<LogitsDumper> dumper;
   LogitsObserver observer;
   if (r.dump_logits) {
     dumper = std::make_unique<LogitsDumper>(*r.dump_logits);
-    if (!dumper->ok()) return absl::InvalidArgumentError(absl::StrCat("cannot write ", *r.dump_logits));
+    if (!dumper->ok())
+      return absl::InvalidArgumentError(absl::StrCat("cannot write ", *r.dump_logits));
     observer = [&](int64_t pos, std::span<const float> l) { dumper->Write(pos, l); };
   }
   std::function<void(std::string_view)> on_text;
@@ -175,8 +142,9 @@ absl::Status Run(const std::vector<std::string>& argv) {
   ASSIGN_OR_RETURN(GenerationResult g, Generate(*runner, *tokenizer, prompt, r.sampling,
                                                 default_seed, r.kv, observer, on_text));
   if (r.json) {
-    std::printf("%s\n", ResultJson(prompt, g).dump(-1, ' ', false,
-                                                   nlohmann::json::error_handler_t::replace).c_str());
+    std::printf("%s\n", ResultJson(prompt, g)
+                            .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+                            .c_str());
   } else {
     std::printf("\n");
   }

@@ -5,43 +5,17 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "proto/kv_method_conversion.h"
 
 namespace funnel {
 namespace {
 
 absl::StatusOr<KvMethod> MethodFromProto(v1::KvMethod m) {
-  switch (m) {
-    case v1::KV_METHOD_FULL:
-      return KvMethod::kFull;
-    case v1::KV_METHOD_PYRAMIDKV:
-      return KvMethod::kPyramidKv;
-    case v1::KV_METHOD_SNAPKV:
-      return KvMethod::kSnapKv;
-    case v1::KV_METHOD_STREAMINGLLM:
-      return KvMethod::kStreamingLlm;
-    case v1::KV_METHOD_H2O:
-      return KvMethod::kH2o;
-    default:
-      break;
-  }
+  if (std::optional<KvMethod> method = KvMethodFromProto(m)) return *method;
   return absl::InvalidArgumentError(absl::StrCat("kv_policy.method: unknown value ", m));
 }
 
-v1::KvMethod MethodToProto(KvMethod m) {
-  switch (m) {
-    case KvMethod::kFull:
-      return v1::KV_METHOD_FULL;
-    case KvMethod::kPyramidKv:
-      return v1::KV_METHOD_PYRAMIDKV;
-    case KvMethod::kSnapKv:
-      return v1::KV_METHOD_SNAPKV;
-    case KvMethod::kStreamingLlm:
-      return v1::KV_METHOD_STREAMINGLLM;
-    case KvMethod::kH2o:
-      return v1::KV_METHOD_H2O;
-  }
-  return v1::KV_METHOD_UNSPECIFIED;
-}
+v1::KvMethod MethodToProto(KvMethod m) { return KvMethodToProto(m); }
 
 // Length of the valid UTF-8 character at text[i], or 0 when the bytes there are not one.
 size_t ValidCharLength(const std::string& text, size_t i) {
