@@ -38,33 +38,8 @@ GenerateRequest SessionGenerate(const std::string& session_id, std::string owner
   return r;
 }
 
-class EngineSessionTest : public ::testing::Test {
+class EngineSessionTest : public ::funnel::testing::FakeEngineTest {
  protected:
-  static void SetUpTestSuite() { spdlog::set_level(spdlog::level::warn); }
-
-  void StartEngine(FakeRunnerOptions ro = {}, EngineConfig ec = {}) {
-    runner_ = std::make_unique<FakeModelRunner>(ro);
-    tokenizer_ = ::funnel::testing::MakeFakeTokenizer(ro.vocab_size);
-    auto e = Engine::Create(ec, runner_.get(), tokenizer_.get());
-    ASSERT_TRUE(e.ok()) << e.status();
-    engine_ = std::move(*e);
-  }
-
-  void TearDown() override {
-    engine_.reset();
-    if (runner_ != nullptr) {
-      EXPECT_EQ(runner_->pool().num_used(), 0) << "blocks leaked";
-    }
-  }
-
-  std::vector<int32_t> Chain(int32_t last, int64_t position, int n) const {
-    std::vector<int32_t> out;
-    for (int i = 0; i < n; ++i) {
-      last = runner_->NextToken(last, position++);
-      out.push_back(last);
-    }
-    return out;
-  }
 
   SessionInfo Create(std::vector<int32_t> context, const std::string& owner,
                      absl::Duration ttl = absl::ZeroDuration()) {
@@ -80,9 +55,6 @@ class EngineSessionTest : public ::testing::Test {
     return Collect(**s);
   }
 
-  std::unique_ptr<FakeModelRunner> runner_;
-  std::unique_ptr<Tokenizer> tokenizer_;
-  std::unique_ptr<Engine> engine_;
 };
 
 TEST_F(EngineSessionTest, CreateDescribesTheSession) {

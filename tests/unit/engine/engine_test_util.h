@@ -11,7 +11,9 @@
 #include "absl/time/clock.h"
 #include "runtime/engine/engine.h"
 #include "runtime/engine/output_stream.h"
+#include "runtime/exec/fake_model_runner.h"
 #include "runtime/text/tokenizer.h"
+#include "spdlog/spdlog.h"
 
 namespace funnel::testing {
 
@@ -72,5 +74,40 @@ bool WaitFor(Pred pred, absl::Duration timeout = absl::Seconds(10)) {
   }
   return pred();
 }
+
+// An engine over the fake runner; checks at teardown that every block went back to the pool.
+class FakeEngineTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { spdlog::set_level(spdlog::level::warn); }
+
+  void StartEngine(FakeRunnerOptions ro = {}, EngineConfig ec = {}) {
+    runner_ = std::make_unique<FakeModelRunner>(ro);
+    tokenizer_ = MakeFakeTokenizer(ro.vocab_size);
+    auto e = Engine::Create(ec, runner_.get(), tokenizer_.get());
+    ASSERT_TRUE(e.ok()) << e.status();
+    engine_ = std::move(*e);
+  }
+
+  void TearDown() override {
+    engine_.reset();
+    if (runner_ != nullptr) {
+      EXPECT_EQ(runner_->pool().num_used(), 0) << "blocks leaked";
+    }
+  }
+
+  // The fake runner's next n tokens after `last` at `position`.
+  std::vector<int32_t> Chain(int32_t last, int64_t position, int n) const {
+    std::vector<int32_t> out;
+    for (int i = 0; i < n; ++i) {
+      last = runner_->NextToken(last, position++);
+      out.push_back(last);
+    }
+    return out;
+  }
+
+  std::unique_ptr<FakeModelRunner> runner_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<Engine> engine_;
+};
 
 }  // namespace funnel::testing
