@@ -1,7 +1,9 @@
 // Fork-join thread pool for compute kernels.
 //
 // Thread rules: ParallelFor is called from one thread at a time (the engine thread); it runs
-// tasks on `num_threads - 1` workers plus the calling thread and returns when all are done.
+// tasks on the workers and the calling thread and returns when every task has finished. A region
+// never waits for a worker that has not woken up: tasks are claimed from one atomic word, so on a
+// busy machine the threads that are running simply do all the work.
 #pragma once
 
 #include <atomic>
@@ -28,21 +30,26 @@ class ThreadPool {
   void ParallelFor(int64_t num_tasks, const std::function<void(int64_t, int)>& fn);
 
  private:
+  // One region of at most kMaxRegionTasks tasks.
+  void RunRegion(int64_t first, int64_t count, const std::function<void(int64_t, int)>& fn);
   void WorkerLoop(int thread_index);
-  void RunTasks(int thread_index);
+  // Claims and runs tasks of region `generation` until none are left.
+  void RunTasks(uint64_t generation, int thread_index);
 
   int num_threads_;
   std::vector<std::thread> workers_;
   std::mutex mu_;
-  std::condition_variable wake_;
-  std::condition_variable done_;
-  // Published by the generation_ release-increment; read by workers after acquiring it.
+  std::condition_variable wake_;  // a new region (or stop) was published
+  std::condition_variable done_;  // the last task of the region finished
+  // The region's claim word: generation | task count | next unclaimed task (see the .cc). One
+  // word, so a claim always sees the count of its own region, and compare-exchange makes a claim
+  // fail rather than land in another region.
+  std::atomic<uint64_t> claim_{0};
+  // The current region's work: stable while any of its tasks is unfinished.
   const std::function<void(int64_t, int)>* fn_ = nullptr;
-  int64_t num_tasks_ = 0;
-  std::atomic<int64_t> next_task_{0};
-  std::atomic<uint64_t> generation_{0};
-  std::atomic<int> pending_workers_{0};  // workers still inside the current region
-  bool stop_ = false;                    // guarded by mu_
+  int64_t first_task_ = 0;
+  std::atomic<int64_t> finished_{0};
+  bool stop_ = false;  // guarded by mu_
 };
 
 }  // namespace funnel
