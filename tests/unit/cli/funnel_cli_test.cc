@@ -8,41 +8,15 @@
 
 #include "nlohmann/json.hpp"
 #include "tests/testing/golden.h"
+#include "tests/unit/cli/client_test_util.h"
 
 namespace funnel {
 namespace {
 
 namespace fs = std::filesystem;
 
-struct Result {
-  int exit_code = -1;
-  std::string out;  // stdout
-  std::string err;  // stderr
-};
-
-std::string Quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
-Result RunFunnel(const std::vector<std::string>& args) {
-  const fs::path err_file = fs::temp_directory_path() / ("funnel_cli_err_" + std::to_string(::getpid()));
-  std::string cmd = Quote(::funnel::testing::BinaryDir() + "/funnel");
-  for (const auto& a : args) cmd += " " + Quote(a);
-  cmd += " 2>" + Quote(err_file.string());
-  Result r;
-  FILE* p = popen(cmd.c_str(), "r");
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.out.append(buf, n);
-  const int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  std::ifstream e(err_file);
-  r.err.assign(std::istreambuf_iterator<char>(e), {});
-  fs::remove(err_file);
-  return r;
-}
+using Result = ::funnel::testing::CommandResult;
+using ::funnel::testing::RunFunnelBinary;
 
 class CliTest : public ::testing::Test {
  protected:
@@ -51,8 +25,8 @@ class CliTest : public ::testing::Test {
 
 TEST_F(CliTest, RunJsonReproducesGoldenGreedyRun) {
   auto golden = ::funnel::testing::LoadStories260KGolden();
-  Result r = RunFunnel({"run", "--model", model_, "--prompt", "Once upon a time", "--max-tokens",
-                        "44", "--json"});
+  Result r = RunFunnelBinary(
+      {"run", "--model", model_, "--prompt", "Once upon a time", "--max-tokens", "44", "--json"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   nlohmann::json j = nlohmann::json::parse(r.out);  // stdout holds only the JSON
   std::vector<int32_t> all = j["prompt_ids"].get<std::vector<int32_t>>();
@@ -70,15 +44,17 @@ TEST_F(CliTest, RunJsonReproducesGoldenGreedyRun) {
 }
 
 TEST_F(CliTest, PromptIdsAreFedExactly) {
-  Result r = RunFunnel({"run", "--model", model_, "--prompt-ids", "1,403,407,261,378",
-                        "--max-tokens", "5", "--json"});
+  Result r = RunFunnelBinary({"run", "--model", model_, "--prompt-ids", "1,403,407,261,378",
+                              "--max-tokens", "5", "--json"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   nlohmann::json j = nlohmann::json::parse(r.out);
-  EXPECT_EQ(j["prompt_ids"].get<std::vector<int32_t>>(), (std::vector<int32_t>{1, 403, 407, 261, 378}));
-  EXPECT_EQ(j["output_ids"].get<std::vector<int32_t>>(), (std::vector<int32_t>{432, 383, 286, 261, 376}));
+  EXPECT_EQ(j["prompt_ids"].get<std::vector<int32_t>>(),
+            (std::vector<int32_t>{1, 403, 407, 261, 378}));
+  EXPECT_EQ(j["output_ids"].get<std::vector<int32_t>>(),
+            (std::vector<int32_t>{432, 383, 286, 261, 376}));
   // Without BOS the model sees a different sequence.
-  Result nobos = RunFunnel({"run", "--model", model_, "--prompt-ids", "403,407,261,378",
-                            "--max-tokens", "1", "--json"});
+  Result nobos = RunFunnelBinary(
+      {"run", "--model", model_, "--prompt-ids", "403,407,261,378", "--max-tokens", "1", "--json"});
   ASSERT_EQ(nobos.exit_code, 0) << nobos.err;
   EXPECT_EQ(nlohmann::json::parse(nobos.out)["prompt_ids"].size(), 4u);
 }
@@ -86,8 +62,8 @@ TEST_F(CliTest, PromptIdsAreFedExactly) {
 TEST_F(CliTest, DumpLogitsMatchesGoldenAtAll48Positions) {
   auto golden = ::funnel::testing::LoadStories260KGolden();
   const fs::path dump = fs::temp_directory_path() / "funnel_cli_logits.jsonl";
-  Result r = RunFunnel({"run", "--model", model_, "--prompt", "Once upon a time", "--max-tokens",
-                        "44", "--json", "--dump-logits", dump.string()});
+  Result r = RunFunnelBinary({"run", "--model", model_, "--prompt", "Once upon a time",
+                              "--max-tokens", "44", "--json", "--dump-logits", dump.string()});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   std::ifstream in(dump);
   std::string line;
@@ -108,23 +84,37 @@ TEST_F(CliTest, DumpLogitsMatchesGoldenAtAll48Positions) {
 }
 
 TEST_F(CliTest, TokenizePrintsJsonArray) {
-  Result r = RunFunnel({"tokenize", "--model", model_, "--text", "Once upon a time"});
+  Result r = RunFunnelBinary({"tokenize", "--model", model_, "--text", "Once upon a time"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(nlohmann::json::parse(r.out).get<std::vector<int32_t>>(),
             (std::vector<int32_t>{1, 403, 407, 261, 378}));
-  Result nobos = RunFunnel({"tokenize", "--model", model_, "--text", "Once upon a time", "--no-bos"});
+  Result nobos =
+      RunFunnelBinary({"tokenize", "--model", model_, "--text", "Once upon a time", "--no-bos"});
   EXPECT_EQ(nlohmann::json::parse(nobos.out).get<std::vector<int32_t>>(),
             (std::vector<int32_t>{403, 407, 261, 378}));
-  Result empty = RunFunnel({"tokenize", "--model", model_, "--text", ""});
+  Result empty = RunFunnelBinary({"tokenize", "--model", model_, "--text", ""});
   ASSERT_EQ(empty.exit_code, 0) << empty.err;
   EXPECT_EQ(empty.out, "[]\n");
 }
 
 TEST_F(CliTest, SeededSamplingIsReproducible) {
-  std::vector<std::string> args = {"run", "--model", model_, "--prompt", "Once upon a time",
-                                   "--max-tokens", "30", "--temperature", "1.0", "--top-p", "0.9",
-                                   "--top-k", "40", "--seed", "42", "--json"};
-  Result a = RunFunnel(args), b = RunFunnel(args);
+  std::vector<std::string> args = {"run",
+                                   "--model",
+                                   model_,
+                                   "--prompt",
+                                   "Once upon a time",
+                                   "--max-tokens",
+                                   "30",
+                                   "--temperature",
+                                   "1.0",
+                                   "--top-p",
+                                   "0.9",
+                                   "--top-k",
+                                   "40",
+                                   "--seed",
+                                   "42",
+                                   "--json"};
+  Result a = RunFunnelBinary(args), b = RunFunnelBinary(args);
   ASSERT_EQ(a.exit_code, 0) << a.err;
   EXPECT_EQ(nlohmann::json::parse(a.out)["output_ids"], nlohmann::json::parse(b.out)["output_ids"]);
 }
@@ -144,12 +134,14 @@ TEST_F(CliTest, BadInputGivesClearErrors) {
       {{"run", "--model", model_, "--prompt", "x", "--top-p", "1.5"}, 2, "--top-p"},
       {{"run", "--model", model_, "--prompt", "x", "--max-tokens"}, 2, "needs a value"},
       {{"run", "--model", "/nonexistent.gguf", "--prompt", "x"}, 1, "cannot open model file"},
-      {{"tokenize", "--model", ::funnel::testing::SharedDataPath("models/stories260K/tok512.test.out"),
-        "--text", "x"}, 2, "not a GGUF file"},
+      {{"tokenize", "--model",
+        ::funnel::testing::SharedDataPath("models/stories260K/tok512.test.out"), "--text", "x"},
+       2,
+       "not a GGUF file"},
       {{"frobnicate"}, 2, "unknown command"},
   };
   for (const Case& c : cases) {
-    Result r = RunFunnel(c.args);
+    Result r = RunFunnelBinary(c.args);
     EXPECT_EQ(r.exit_code, c.exit_code) << c.args.back() << ": " << r.err;
     EXPECT_NE(r.err.find(c.message), std::string::npos) << "stderr: " << r.err;
     EXPECT_TRUE(r.out.empty() || r.out == "\n") << r.out;
@@ -161,19 +153,19 @@ TEST_F(CliTest, RandomModelToolWritesRunnableModels) {
   fs::create_directories(dir);
   for (const char* type : {"F32", "F16"}) {
     const std::string path = (dir / (std::string(type) + ".gguf")).string();
-    Result w = RunFunnel({"model", "random", "--out", path, "--layers", "2", "--dim", "64",
-                          "--heads", "4", "--kv-heads", "1", "--ffn", "128", "--vocab", "600",
-                          "--type", type});
+    Result w = RunFunnelBinary({"model", "random", "--out", path, "--layers", "2", "--dim", "64",
+                                "--heads", "4", "--kv-heads", "1", "--ffn", "128", "--vocab", "600",
+                                "--type", type});
     ASSERT_EQ(w.exit_code, 0) << w.err;
-    Result r = RunFunnel({"run", "--model", path, "--prompt", "hello world", "--max-tokens", "8",
-                          "--ignore-eos", "--json"});
+    Result r = RunFunnelBinary({"run", "--model", path, "--prompt", "hello world", "--max-tokens",
+                                "8", "--ignore-eos", "--json"});
     ASSERT_EQ(r.exit_code, 0) << r.err;
     nlohmann::json j = nlohmann::json::parse(r.out);
     EXPECT_EQ(j["output_ids"].size(), 8u);
     EXPECT_EQ(j["finish_reason"], "length");
   }
-  Result bad = RunFunnel({"model", "random", "--out", (dir / "x.gguf").string(), "--dim", "60",
-                          "--heads", "7"});
+  Result bad = RunFunnelBinary(
+      {"model", "random", "--out", (dir / "x.gguf").string(), "--dim", "60", "--heads", "7"});
   EXPECT_EQ(bad.exit_code, 2);
   fs::remove_all(dir);
 }
