@@ -13,6 +13,7 @@
 #include "runtime/engine/inbox.h"
 #include "runtime/engine/kv_footprint.h"
 #include "runtime/engine/shared_state.h"
+#include "runtime/exec/prefill_compression.h"
 #include "runtime/kv/layer_budget.h"
 #include "runtime/util/status_macros.h"
 
@@ -27,24 +28,26 @@ EngineLimits MakeLimits(const EngineConfig& config, ModelRunner& runner) {
   l.num_layers = c.num_layers;
   l.vocab_size = c.vocab_size;
   l.context_length = c.context_length;
-  l.max_prompt_tokens = config.max_prompt_tokens > 0 ? std::min<int64_t>(config.max_prompt_tokens, c.context_length)
-                                                     : c.context_length;
+  l.max_prompt_tokens = config.max_prompt_tokens > 0
+                            ? std::min<int64_t>(config.max_prompt_tokens, c.context_length)
+                            : c.context_length;
   l.block_size = runner.block_size();
   l.num_blocks = runner.pool().num_blocks();
   l.block_bytes = runner.block_bytes();
   return l;
 }
 
-absl::Status ValidateIds(std::span<const int32_t> ids, const EngineLimits& limits, const char* what) {
+absl::Status ValidateIds(std::span<const int32_t> ids, const EngineLimits& limits,
+                         const char* what) {
   if (ids.empty()) return absl::InvalidArgumentError(absl::StrCat(what, " is empty"));
   if (static_cast<int64_t>(ids.size()) > limits.max_prompt_tokens) {
-    return absl::InvalidArgumentError(absl::StrFormat("%s has %d tokens, more than the limit of %d", what,
-                                                      ids.size(), limits.max_prompt_tokens));
+    return absl::InvalidArgumentError(absl::StrFormat("%s has %d tokens, more than the limit of %d",
+                                                      what, ids.size(), limits.max_prompt_tokens));
   }
   for (int32_t id : ids) {
     if (id < 0 || id >= limits.vocab_size) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("%s holds token id %d, outside the vocabulary [0, %d)", what, id, limits.vocab_size));
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s holds token id %d, outside the vocabulary [0, %d)", what, id, limits.vocab_size));
     }
   }
   return absl::OkStatus();
@@ -65,7 +68,8 @@ class Engine::Impl {
   absl::StatusOr<std::shared_ptr<OutputStream>> Submit(GenerateRequest request);
   absl::Status Cancel(const std::string& request_id);
   absl::StatusOr<SessionInfo> CreateSession(CreateSessionRequest request);
-  absl::StatusOr<SessionInfo> GetSession(const std::string& session_id, const std::string& owner) const;
+  absl::StatusOr<SessionInfo> GetSession(const std::string& session_id,
+                                         const std::string& owner) const;
   std::vector<SessionInfo> ListSessions(const std::string& owner) const;
   absl::Status DeleteSession(const std::string& session_id, const std::string& owner);
   EngineStats Stats() const { return shared_.stats(); }
@@ -92,7 +96,8 @@ class Engine::Impl {
 };
 
 absl::Status Engine::Impl::CheckAvailable() const {
-  if (shared_.dead.load()) return absl::UnavailableError("engine is unavailable after a backend fault");
+  if (shared_.dead.load())
+    return absl::UnavailableError("engine is unavailable after a backend fault");
   if (!shared_.accepting.load()) return absl::UnavailableError("engine is shutting down");
   return absl::OkStatus();
 }
@@ -107,17 +112,26 @@ absl::Status Engine::Impl::PlanFresh(ActiveRequest& r, const std::optional<KvPol
   RETURN_IF_ERROR(r.policy.Validate());
   const int64_t n = r.prompt_size();
   if (n > limits_.context_length) {
-    return absl::InvalidArgumentError(absl::StrFormat("prompt has %d tokens, more than the model's context of %d",
-                                                      n, limits_.context_length));
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "prompt has %d tokens, more than the model's context of %d", n, limits_.context_length));
   }
   r.budgets = ComputeLayerBudgets(r.policy, limits_.num_layers, n);
   r.compressing = r.budgets.compress;
-  const int64_t reserve = GenerationReserve(r.request.sampling.max_tokens, n, limits_.context_length);
+  const int64_t reserve =
+      GenerationReserve(r.request.sampling.max_tokens, n, limits_.context_length);
   r.final_lengths = FreshFinalLengths(r.budgets, limits_.num_layers, reserve);
   const int64_t need = FreshBlocks(r.final_lengths, limits_.block_size);
+  if (r.compressing) {
+    r.last_chunk_min_tokens = CompressionStepMinTokens(r.policy.method, r.budgets);
+    r.peak_lengths = ChunkedPeakLengths(r.final_lengths, n - r.last_chunk_min_tokens);
+    // A prompt whose full K/V cannot sit in the pool at all is prefilled in one step instead.
+    if (FreshBlocks(r.peak_lengths, limits_.block_size) > limits_.num_blocks)
+      r.last_chunk_min_tokens = n;
+  }
   if (need > limits_.num_blocks) {
     return Reject(absl::ResourceExhaustedError(absl::StrFormat(
-        "request can never fit: it needs %d KV blocks (%d prompt tokens, %d max_tokens, %d layers) and the "
+        "request can never fit: it needs %d KV blocks (%d prompt tokens, %d max_tokens, %d layers) "
+        "and the "
         "whole cache has %d; lower max_tokens or the prompt, or use a compressing kv policy",
         need, n, r.request.sampling.max_tokens, limits_.num_layers, limits_.num_blocks)));
   }
@@ -127,24 +141,28 @@ absl::Status Engine::Impl::PlanFresh(ActiveRequest& r, const std::optional<KvPol
 absl::Status Engine::Impl::PlanSession(ActiveRequest& r) {
   const GenerateRequest& q = r.request;
   std::optional<SessionView> s = shared_.FindSession(q.session_id, q.owner, absl::Now());
-  if (!s.has_value()) return absl::NotFoundError(absl::StrCat("session ", q.session_id, " not found"));
+  if (!s.has_value())
+    return absl::NotFoundError(absl::StrCat("session ", q.session_id, " not found"));
   const int64_t positions = s->info.tokens + r.prompt_size();
   if (positions > limits_.context_length) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "session (%d tokens) plus prompt (%d tokens) exceed the model's context of %d tokens", s->info.tokens,
-        r.prompt_size(), limits_.context_length));
+        "session (%d tokens) plus prompt (%d tokens) exceed the model's context of %d tokens",
+        s->info.tokens, r.prompt_size(), limits_.context_length));
   }
   if (q.session_mode == SessionMode::kAppend && s->append_pending) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("session ", q.session_id, " already has an append in progress; retry when it ends"));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "session ", q.session_id, " already has an append in progress; retry when it ends"));
   }
-  const int64_t reserve = GenerationReserve(q.sampling.max_tokens, positions, limits_.context_length);
-  const std::vector<int64_t> final_lengths = ForkFinalLengths(s->info.per_layer_tokens, r.prompt_size(), reserve);
+  const int64_t reserve =
+      GenerationReserve(q.sampling.max_tokens, positions, limits_.context_length);
+  const std::vector<int64_t> final_lengths =
+      ForkFinalLengths(s->info.per_layer_tokens, r.prompt_size(), reserve);
   const int64_t need = ForkBlocks(s->info.per_layer_tokens, final_lengths, limits_.block_size);
   if (need > limits_.num_blocks - s->num_blocks) {
-    return Reject(absl::ResourceExhaustedError(absl::StrFormat(
-        "request can never fit: it needs %d KV blocks beyond its session's %d and the whole cache has %d", need,
-        s->num_blocks, limits_.num_blocks)));
+    return Reject(absl::ResourceExhaustedError(
+        absl::StrFormat("request can never fit: it needs %d KV blocks beyond its session's %d and "
+                        "the whole cache has %d",
+                        need, s->num_blocks, limits_.num_blocks)));
   }
   return absl::OkStatus();
 }
@@ -174,11 +192,13 @@ absl::StatusOr<std::shared_ptr<OutputStream>> Engine::Impl::Submit(GenerateReque
   RETURN_IF_ERROR(request.sampling.Validate());
   if (request.top_logprobs < -1 || request.top_logprobs > kMaxTopLogprobs) {
     return absl::InvalidArgumentError(
-        absl::StrFormat("top_logprobs must be -1 (off) or in [0, %d], got %d", kMaxTopLogprobs, request.top_logprobs));
+        absl::StrFormat("top_logprobs must be -1 (off) or in [0, %d], got %d", kMaxTopLogprobs,
+                        request.top_logprobs));
   }
   if (request.kv_policy.has_value()) RETURN_IF_ERROR(request.kv_policy->Validate());
   RETURN_IF_ERROR(ValidateIds(request.prompt, limits_, "prompt"));
-  if (request.deadline <= absl::Now()) return absl::DeadlineExceededError("request deadline already passed");
+  if (request.deadline <= absl::Now())
+    return absl::DeadlineExceededError("request deadline already passed");
   auto r = std::make_unique<ActiveRequest>();
   r->kind = RequestKind::kGenerate;
   r->submitted = absl::Now();
@@ -189,7 +209,8 @@ absl::StatusOr<std::shared_ptr<OutputStream>> Engine::Impl::Submit(GenerateReque
   } else {
     RETURN_IF_ERROR(PlanSession(*r));  // a session fork is never compressed: no policy applies
   }
-  if (r->request.request_id.empty()) r->request.request_id = absl::StrCat("req-", next_request_id_.fetch_add(1));
+  if (r->request.request_id.empty())
+    r->request.request_id = absl::StrCat("req-", next_request_id_.fetch_add(1));
   const std::string id = r->request.request_id;
   r->stream = std::make_shared<OutputStream>();
   std::shared_ptr<OutputStream> stream = r->stream;
@@ -205,7 +226,8 @@ absl::StatusOr<std::shared_ptr<OutputStream>> Engine::Impl::Submit(GenerateReque
 
 absl::Status Engine::Impl::Cancel(const std::string& request_id) {
   std::shared_ptr<OutputStream> stream = shared_.FindRequest(request_id);
-  if (stream == nullptr) return absl::NotFoundError(absl::StrCat("request ", request_id, " not found"));
+  if (stream == nullptr)
+    return absl::NotFoundError(absl::StrCat("request ", request_id, " not found"));
   stream->RequestCancel();
   inbox_.Wake();
   return absl::OkStatus();
@@ -215,14 +237,16 @@ absl::StatusOr<SessionInfo> Engine::Impl::CreateSession(CreateSessionRequest req
   RETURN_IF_ERROR(CheckAvailable());
   RETURN_IF_ERROR(ValidateIds(request.context, limits_, "session context"));
   if (static_cast<int64_t>(request.context.size()) >= limits_.context_length) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "session context has %d tokens; it must leave room in the model's context of %d for a question",
-        request.context.size(), limits_.context_length));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("session context has %d tokens; it must leave room in the model's context "
+                        "of %d for a question",
+                        request.context.size(), limits_.context_length));
   }
-  if (request.ttl < absl::ZeroDuration()) return absl::InvalidArgumentError("session ttl must not be negative");
+  if (request.ttl < absl::ZeroDuration())
+    return absl::InvalidArgumentError("session ttl must not be negative");
   if (shared_.num_sessions() >= config_.max_sessions) {
-    return Reject(absl::ResourceExhaustedError(
-        absl::StrFormat("too many sessions (max_sessions = %d); delete some first", config_.max_sessions)));
+    return Reject(absl::ResourceExhaustedError(absl::StrFormat(
+        "too many sessions (max_sessions = %d); delete some first", config_.max_sessions)));
   }
   auto r = std::make_unique<ActiveRequest>();
   r->kind = RequestKind::kCreateSession;
@@ -237,10 +261,13 @@ absl::StatusOr<SessionInfo> Engine::Impl::CreateSession(CreateSessionRequest req
   return done.get();
 }
 
-absl::StatusOr<SessionInfo> Engine::Impl::GetSession(const std::string& session_id, const std::string& owner) const {
-  if (shared_.dead.load()) return absl::UnavailableError("engine is unavailable after a backend fault");
+absl::StatusOr<SessionInfo> Engine::Impl::GetSession(const std::string& session_id,
+                                                     const std::string& owner) const {
+  if (shared_.dead.load())
+    return absl::UnavailableError("engine is unavailable after a backend fault");
   std::optional<SessionView> s = shared_.FindSession(session_id, owner, absl::Now());
-  if (!s.has_value()) return absl::NotFoundError(absl::StrCat("session ", session_id, " not found"));
+  if (!s.has_value())
+    return absl::NotFoundError(absl::StrCat("session ", session_id, " not found"));
   return s->info;
 }
 
@@ -249,7 +276,8 @@ std::vector<SessionInfo> Engine::Impl::ListSessions(const std::string& owner) co
 }
 
 absl::Status Engine::Impl::DeleteSession(const std::string& session_id, const std::string& owner) {
-  if (shared_.dead.load()) return absl::UnavailableError("engine is unavailable after a backend fault");
+  if (shared_.dead.load())
+    return absl::UnavailableError("engine is unavailable after a backend fault");
   std::promise<absl::Status> promise;
   std::future<absl::Status> done = promise.get_future();
   EngineCommand command = DeleteSessionCommand{session_id, owner, std::move(promise)};
@@ -268,7 +296,8 @@ void Engine::Impl::Shutdown(absl::Duration grace) {
 
 // ---- Engine --------------------------------------------------------------------------------
 
-absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineConfig& config, ModelRunner* runner,
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineConfig& config,
+                                                       ModelRunner* runner,
                                                        const Tokenizer* tokenizer) {
   RETURN_IF_ERROR(config.Validate());
   if (runner == nullptr || tokenizer == nullptr) {
@@ -276,7 +305,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineConfig& confi
   }
   RETURN_IF_ERROR(runner->config().Validate());
   if (runner->pool().num_used() != 0) {
-    return absl::FailedPreconditionError("the runner's KV pool must be empty when the engine starts");
+    return absl::FailedPreconditionError(
+        "the runner's KV pool must be empty when the engine starts");
   }
   return std::unique_ptr<Engine>(new Engine(std::make_unique<Impl>(config, runner, tokenizer)));
 }
@@ -291,7 +321,8 @@ absl::Status Engine::Cancel(const std::string& request_id) { return impl_->Cance
 absl::StatusOr<SessionInfo> Engine::CreateSession(CreateSessionRequest request) {
   return impl_->CreateSession(std::move(request));
 }
-absl::StatusOr<SessionInfo> Engine::GetSession(const std::string& session_id, const std::string& owner) {
+absl::StatusOr<SessionInfo> Engine::GetSession(const std::string& session_id,
+                                               const std::string& owner) {
   return impl_->GetSession(session_id, owner);
 }
 absl::StatusOr<std::vector<SessionInfo>> Engine::ListSessions(const std::string& owner) {

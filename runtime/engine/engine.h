@@ -8,7 +8,8 @@
 // or cancelled requests, freeing their blocks at once.
 //
 // Memory policy: a request is admitted only when its whole footprint (compressed prompt +
-// max_tokens per layer, in blocks) is free, so running sequences never run out and are never
+// max_tokens per layer, in blocks, or the temporary full K/V of a chunked compressed prompt
+// where larger) is free, so running sequences never run out and are never
 // preempted; others wait in a bounded FIFO queue (full: RESOURCE_EXHAUSTED). A request whose
 // footprint exceeds the whole pool is rejected with RESOURCE_EXHAUSTED at once.
 // A backend fault marks the engine dead: every request fails with UNAVAILABLE.
@@ -26,14 +27,15 @@
 //    not fit while no request runs (sessions hold the rest of the cache) is rejected with
 //    RESOURCE_EXHAUSTED rather than blocking the queue.
 //  - At most max_num_seqs sequences run; at most max_tokens_per_step prompt tokens are prefilled
-//    per step (decode tokens always run). Uncompressed prompts and session suffixes are prefilled
-//    in chunks across steps, interleaved with the running decodes.
-//  - LIMITATION: a prompt that is compressed (a compressing kv policy and more tokens than its
-//    budget) is prefilled in ONE runner step, because the runner compresses only the whole prompt
-//    of an empty sequence. If it exceeds what is left of the step's token budget, it runs in a step
-//    with no other prefill (decodes still run with it) and can stall those decodes for longer than
-//    one budget. Chunked compression (chunks into temporary full-KV blocks, compressed at the end)
-//    is future work.
+//    per step (decode tokens always run). Prompts and session suffixes are prefilled in chunks
+//    across steps, interleaved with the running decodes. A compressed prompt (a compressing kv
+//    policy and more tokens than its budget) writes its earlier chunks' full K/V to pool blocks;
+//    its last chunk (at least the observation window) scores every entry, keeps each layer's
+//    budget and returns the other blocks. Its footprint then counts that peak: per layer
+//    ceil(max(N - W, stored_l + G) / block_size). Two cases still prefill the whole prompt in one
+//    step (alone among prefills when it exceeds what is left of the budget, so it may stall the
+//    running decodes for longer than one budget): h2o (it scores every prompt query), and a
+//    prompt whose full K/V could never sit in the pool (the one-step path keeps it outside).
 //  - Sessions: CreateSession queues a prefill like any request (same admission rules) and returns
 //    when the session exists. A session is kept until DeleteSession or its idle TTL passes (TTL
 //    counted from the last use; a session that requests are using does not expire before they
@@ -76,8 +78,8 @@
 namespace funnel {
 
 struct CreateSessionRequest {
-  std::vector<int32_t> context;        // ids (BOS included by the caller when wanted)
-  std::optional<KvPolicy> kv_policy;   // the window is the context's own tail
+  std::vector<int32_t> context;       // ids (BOS included by the caller when wanted)
+  std::optional<KvPolicy> kv_policy;  // the window is the context's own tail
   std::string owner;
   absl::Duration ttl = absl::ZeroDuration();  // zero: the engine default
 };
@@ -85,9 +87,9 @@ struct CreateSessionRequest {
 struct SessionInfo {
   std::string session_id;
   std::string owner;
-  int64_t tokens = 0;                  // logical length (positions continue from here)
+  int64_t tokens = 0;  // logical length (positions continue from here)
   std::vector<int64_t> per_layer_tokens;
-  int64_t kv_bytes = 0;                // pool blocks held
+  int64_t kv_bytes = 0;  // pool blocks held
   KvPolicy kv_policy;
   absl::Time created;
   absl::Time expires;
@@ -105,7 +107,7 @@ struct EngineStats {
   int64_t prompt_tokens_total = 0;
   int64_t generation_tokens_total = 0;
   int64_t rejections_total = 0;
-  int64_t preemptions_total = 0;   // stays 0 under the reserve-at-admission policy
+  int64_t preemptions_total = 0;  // stays 0 under the reserve-at-admission policy
   bool healthy = true;
 };
 
@@ -118,9 +120,9 @@ class Engine {
                                                         const Tokenizer* tokenizer);
   ~Engine();  // Shutdown(zero grace) if still running
 
-  // Validates (INVALID_ARGUMENT: empty or oversize prompt, bad sampling or KV parameters; NOT_FOUND:
-  // unknown session or other owner's), then queues. RESOURCE_EXHAUSTED when the queue is full or
-  // the request can never fit; UNAVAILABLE when draining or dead.
+  // Validates (INVALID_ARGUMENT: empty or oversize prompt, bad sampling or KV parameters;
+  // NOT_FOUND: unknown session or other owner's), then queues. RESOURCE_EXHAUSTED when the queue is
+  // full or the request can never fit; UNAVAILABLE when draining or dead.
   absl::StatusOr<std::shared_ptr<OutputStream>> Submit(GenerateRequest request);
   // Cancels a queued or running request by id (NOT_FOUND if unknown or finished).
   absl::Status Cancel(const std::string& request_id);

@@ -17,7 +17,8 @@ bool IsSet(absl::Time t) { return t != absl::InfinitePast(); }
 
 // Errors a Step returns, with nothing changed, because of one sequence's data or size.
 bool IsRequestError(const absl::Status& s) {
-  return s.code() == absl::StatusCode::kInvalidArgument || s.code() == absl::StatusCode::kResourceExhausted;
+  return s.code() == absl::StatusCode::kInvalidArgument ||
+         s.code() == absl::StatusCode::kResourceExhausted;
 }
 
 FinalEvent Failed(absl::Status status) {
@@ -98,13 +99,15 @@ void EngineLoop::HandleAdd(std::unique_ptr<ActiveRequest> r) {
   if (r->is_session_request()) {
     Session* s = sessions_.Find(r->request.session_id, absl::Now());
     if (s == nullptr || s->owner != r->request.owner) {
-      Fail(std::move(r), absl::NotFoundError(absl::StrCat("session ", r->request.session_id, " not found")));
+      Fail(std::move(r),
+           absl::NotFoundError(absl::StrCat("session ", r->request.session_id, " not found")));
       return;
     }
     if (r->request.session_mode == SessionMode::kAppend) {
       if (s->append_pending) {
-        Fail(std::move(r), absl::FailedPreconditionError(absl::StrCat(
-                               "session ", s->id, " already has an append in progress; retry when it ends")));
+        Fail(std::move(r),
+             absl::FailedPreconditionError(absl::StrCat(
+                 "session ", s->id, " already has an append in progress; retry when it ends")));
         return;
       }
       s->append_pending = true;
@@ -122,7 +125,8 @@ void EngineLoop::HandleDelete(DeleteSessionCommand& command) {
   }
   Session* s = sessions_.Find(command.session_id, absl::Now());
   if (s == nullptr || s->owner != command.owner) {
-    command.done.set_value(absl::NotFoundError(absl::StrCat("session ", command.session_id, " not found")));
+    command.done.set_value(
+        absl::NotFoundError(absl::StrCat("session ", command.session_id, " not found")));
     return;
   }
   // Running forks keep their references to the blocks; they are freed when those finish. A
@@ -157,16 +161,22 @@ void EngineLoop::RetireCancelled(absl::Time now) {
 int64_t EngineLoop::FreeBlocks() const {
   int64_t free = runner_->pool().num_free();
   for (const std::unique_ptr<ActiveRequest>& r : scheduler_.running()) {
-    free -= RemainingBlocks(*r->kv, runner_->pool(), r->final_lengths);
+    free -= RemainingBlocks(*r->kv, runner_->pool(),
+                            r->peak_lengths.empty() ? r->final_lengths : r->peak_lengths);
   }
   return free;
 }
 
-absl::StatusOr<int64_t> EngineLoop::Footprint(ActiveRequest& r) {
-  if (!r.is_session_request()) return FreshBlocks(r.final_lengths, limits_.block_size);
+absl::StatusOr<int64_t> EngineLoop::Footprint(ActiveRequest& r, bool chunked) {
+  if (!r.is_session_request()) {
+    if (!chunked || !r.compressing) r.peak_lengths.clear();
+    return FreshBlocks(r.peak_lengths.empty() ? r.final_lengths : r.peak_lengths,
+                       limits_.block_size);
+  }
   Session* s = sessions_.Find(r.request.session_id, absl::Now());
   if (s == nullptr) {
-    return absl::NotFoundError(absl::StrCat("session ", r.request.session_id, " not found (expired or deleted)"));
+    return absl::NotFoundError(
+        absl::StrCat("session ", r.request.session_id, " not found (expired or deleted)"));
   }
   const int64_t positions = s->kv.num_positions() + r.prompt_size();
   if (positions > limits_.context_length) {
@@ -175,7 +185,8 @@ absl::StatusOr<int64_t> EngineLoop::Footprint(ActiveRequest& r) {
         s->kv.num_positions(), r.prompt_size(), limits_.context_length));
   }
   const std::vector<int64_t> base = LayerLengths(s->kv);
-  const int64_t reserve = GenerationReserve(r.request.sampling.max_tokens, positions, limits_.context_length);
+  const int64_t reserve =
+      GenerationReserve(r.request.sampling.max_tokens, positions, limits_.context_length);
   r.final_lengths = ForkFinalLengths(base, r.prompt_size(), reserve);
   const int64_t need = ForkBlocks(base, r.final_lengths, limits_.block_size);
   if (need > limits_.num_blocks - s->kv.num_blocks()) {
@@ -198,7 +209,8 @@ void EngineLoop::Start(ActiveRequest& r) {
     s->expires = std::max(s->expires, now + s->ttl);
     if (r.request.sampling.repetition_penalty != 1.0f) {
       r.penalty_prompt = s->tokens;
-      r.penalty_prompt.insert(r.penalty_prompt.end(), r.request.prompt.begin(), r.request.prompt.end());
+      r.penalty_prompt.insert(r.penalty_prompt.end(), r.request.prompt.begin(),
+                              r.request.prompt.end());
     }
     PublishSession(*s);
   } else {
@@ -214,7 +226,8 @@ void EngineLoop::Start(ActiveRequest& r) {
 bool EngineLoop::StepOnce() {
   StepPlan plan = scheduler_.Plan(FreeBlocks(), *this);
   for (auto& [r, status] : plan.rejected) {
-    if (status.code() == absl::StatusCode::kResourceExhausted) shared_->rejections_total.fetch_add(1);
+    if (status.code() == absl::StatusCode::kResourceExhausted)
+      shared_->rejections_total.fetch_add(1);
     Fail(std::move(r), status);
   }
   if (plan.entries.empty()) {
@@ -246,14 +259,15 @@ void EngineLoop::RunBatch(const std::vector<StepEntry>& entries) {
     return;
   }
   // Nothing changed; find the sequences at fault by running them one at a time.
-  spdlog::warn("engine: batched step failed ({}); retrying its {} sequences one by one", status.ToString(),
-               entries.size());
+  spdlog::warn("engine: batched step failed ({}); retrying its {} sequences one by one",
+               status.ToString(), entries.size());
   const size_t vocab = static_cast<size_t>(limits_.vocab_size);
   logits_.assign(entries.size() * vocab, 0.0f);
   for (size_t i = 0; i < batch_.size(); ++i) {
     absl::Status one = runner_->Step({&batch_[i], 1}, one_logits_);
     if (one.ok()) {
-      std::copy_n(one_logits_.begin(), vocab, logits_.begin() + static_cast<std::ptrdiff_t>(i * vocab));
+      std::copy_n(one_logits_.begin(), vocab,
+                  logits_.begin() + static_cast<std::ptrdiff_t>(i * vocab));
     } else if (IsRequestError(one)) {
       entry_status_[i] = one;
     } else {
@@ -296,15 +310,17 @@ void EngineLoop::ProcessEntry(const StepEntry& entry, std::span<const float> log
 
 void EngineLoop::OnPrefillDone(ActiveRequest& r) {
   r.prefill_done = absl::Now();
+  r.peak_lengths.clear();  // the compressing step returned the temporary blocks
   r.kv_entries_after_prefill = LayerLengths(*r.kv);
 }
 
 void EngineLoop::SampleNext(ActiveRequest& r, std::span<const float> logits) {
   if (!IsSet(r.first_token)) r.first_token = absl::Now();
-  std::span<const int32_t> penalty_prompt =
-      r.is_session_request() ? std::span<const int32_t>(r.penalty_prompt) : std::span<const int32_t>(r.request.prompt);
-  const bool ended =
-      r.output->Accept(logits, penalty_prompt, r.kv->num_positions(), limits_.context_length, *r.stream);
+  std::span<const int32_t> penalty_prompt = r.is_session_request()
+                                                ? std::span<const int32_t>(r.penalty_prompt)
+                                                : std::span<const int32_t>(r.request.prompt);
+  const bool ended = r.output->Accept(logits, penalty_prompt, r.kv->num_positions(),
+                                      limits_.context_length, *r.stream);
   ++generation_tokens_total_;
   if (!ended) {
     r.phase = RequestPhase::kDecode;
@@ -340,8 +356,8 @@ void EngineLoop::CompleteSession(ActiveRequest& r) {
   SequenceKv kv = std::move(*owned->kv);
   owned->kv.reset();
   absl::StatusOr<Session*> s =
-      sessions_.Add(std::move(kv), std::move(owned->request.prompt), owned->policy, owned->request.owner,
-                    owned->session_ttl, now);
+      sessions_.Add(std::move(kv), std::move(owned->request.prompt), owned->policy,
+                    owned->request.owner, owned->session_ttl, now);
   if (!s.ok()) {
     shared_->rejections_total.fetch_add(1);
     owned->created.set_value(s.status());
@@ -350,8 +366,8 @@ void EngineLoop::CompleteSession(ActiveRequest& r) {
   PublishSession(**s);
   PublishStats();  // before answering, so that the caller sees the session in Stats()
   SessionInfo info = sessions_.Describe(**s);
-  spdlog::debug("session {} created: {} tokens, {} KV bytes, prefill {:.1f} ms", info.session_id, info.tokens,
-               info.kv_bytes, Ms(now - owned->submitted));
+  spdlog::debug("session {} created: {} tokens, {} KV bytes, prefill {:.1f} ms", info.session_id,
+                info.tokens, info.kv_bytes, Ms(now - owned->submitted));
   owned->created.set_value(absl::StatusOr<SessionInfo>(std::move(info)));
 }
 
@@ -366,7 +382,8 @@ void EngineLoop::CommitAppend(ActiveRequest& r, bool last_token_fed) {
   if (r.output != nullptr) {
     const std::vector<int32_t>& generated = r.output->generated();
     const size_t fed = generated.size() - (last_token_fed || generated.empty() ? 0 : 1);
-    turn.insert(turn.end(), generated.begin(), generated.begin() + static_cast<std::ptrdiff_t>(fed));
+    turn.insert(turn.end(), generated.begin(),
+                generated.begin() + static_cast<std::ptrdiff_t>(fed));
   }
   sessions_.Replace(*s, std::move(*r.kv), turn);
   r.kv.reset();
@@ -406,16 +423,20 @@ void EngineLoop::Finalize(std::unique_ptr<ActiveRequest> r, FinalEvent final) {
   if (r->phase == RequestPhase::kWaiting) shared_->num_queued.fetch_sub(1);
   ReleaseKv(*r);
   if (r->kind == RequestKind::kCreateSession) {
-    r->created.set_value(final.status.ok() ? absl::InternalError("session prefill ended early") : final.status);
+    r->created.set_value(final.status.ok() ? absl::InternalError("session prefill ended early")
+                                           : final.status);
     return;
   }
   final.usage = MakeUsage(*r, end);
   if (!final.status.ok()) final.finish_reason.clear();
   const Usage& u = final.usage;
-  spdlog::debug("request {} {}: {} prompt + {} session tokens, {} completion tokens, ttft {:.1f} ms, total {:.1f} ms",
-               r->request.request_id,
-               final.status.ok() ? absl::StrCat("finished (", final.finish_reason, ")") : final.status.ToString(),
-               u.prompt_tokens, u.session_tokens_reused, u.completion_tokens, u.ttft_ms, u.total_ms);
+  spdlog::debug(
+      "request {} {}: {} prompt + {} session tokens, {} completion tokens, ttft {:.1f} ms, total "
+      "{:.1f} ms",
+      r->request.request_id,
+      final.status.ok() ? absl::StrCat("finished (", final.finish_reason, ")")
+                        : final.status.ToString(),
+      u.prompt_tokens, u.session_tokens_reused, u.completion_tokens, u.ttft_ms, u.total_ms);
   shared_->RemoveRequest(r->request.request_id);
   r->stream->Finish(std::move(final));
 }
@@ -424,7 +445,8 @@ Usage EngineLoop::MakeUsage(const ActiveRequest& r, absl::Time end) const {
   Usage u;
   u.prompt_tokens = r.prompt_size();
   u.session_tokens_reused = r.session_tokens;
-  u.completion_tokens = r.output != nullptr ? static_cast<int64_t>(r.output->generated().size()) : 0;
+  u.completion_tokens =
+      r.output != nullptr ? static_cast<int64_t>(r.output->generated().size()) : 0;
   u.kv_entries_per_layer = r.kv_entries_after_prefill;
   const absl::Time admitted = IsSet(r.admitted) ? r.admitted : end;
   u.queue_ms = Ms(admitted - r.submitted);
@@ -492,7 +514,8 @@ void EngineLoop::PublishStats() {
   };
   for (const auto& r : scheduler_.running()) count(*r->kv);
   for (const auto& [id, s] : sessions_.sessions()) count(s.kv);
-  stats.compression_ratio = full > 0 ? static_cast<double>(stored) / static_cast<double>(full) : 1.0;
+  stats.compression_ratio =
+      full > 0 ? static_cast<double>(stored) / static_cast<double>(full) : 1.0;
   stats.prompt_tokens_total = prompt_tokens_total_;
   stats.generation_tokens_total = generation_tokens_total_;
   shared_->SetStats(stats);

@@ -36,7 +36,7 @@ class EngineLoop final : private AdmissionControl {
 
  private:
   // AdmissionControl.
-  absl::StatusOr<int64_t> Footprint(ActiveRequest& request) override;
+  absl::StatusOr<int64_t> Footprint(ActiveRequest& request, bool chunked) override;
   void Start(ActiveRequest& request) override;
 
   void HandleCommands();

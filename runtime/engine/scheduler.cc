@@ -21,6 +21,41 @@ StepPlan Scheduler::Plan(int64_t free_blocks, AdmissionControl& admission) {
   return plan;
 }
 
+namespace {
+
+// The next prompt chunk of `r` within `budget` (0 tokens: none this step). The chunk that ends a
+// compressed prompt holds at least r.last_chunk_min_tokens tokens; when those alone exceed the
+// budget, that chunk runs only in a step with no other prefill (and takes its whole budget).
+struct Chunk {
+  int64_t tokens = 0;
+  bool last = false;
+};
+
+Chunk NextChunk(const ActiveRequest& r, int64_t budget, bool prefill_in_step) {
+  const int64_t left = r.prompt_size() - r.prompt_done;
+  if (left <= budget) return {left, true};
+  const int64_t min_last = std::min(r.last_chunk_min_tokens, left);
+  const int64_t part = std::min(budget, left - min_last);
+  if (part > 0) return {part, false};
+  if (budget <= 0 || left > min_last || prefill_in_step) return {};
+  return {left, true};
+}
+
+}  // namespace
+
+// Adds the next `chunk` of r's prompt to the step.
+void AddChunk(StepPlan& plan, ActiveRequest& r, Chunk chunk, int64_t& budget,
+              bool& prefill_in_step) {
+  std::span<const int32_t> prompt(r.request.prompt);
+  const KvPolicy* policy = r.compressing && chunk.last ? &r.policy : nullptr;
+  plan.entries.push_back(
+      {&r, prompt.subspan(static_cast<size_t>(r.prompt_done), static_cast<size_t>(chunk.tokens)),
+       policy});
+  budget -= chunk.tokens;  // negative after an oversize last chunk: no other prefill this step
+  plan.num_prompt_tokens += chunk.tokens;
+  prefill_in_step = true;
+}
+
 void Scheduler::PlanRunning(StepPlan& plan, int64_t& budget, bool& prefill_in_step) const {
   for (const std::unique_ptr<ActiveRequest>& r : running_) {
     switch (r->phase) {
@@ -31,16 +66,8 @@ void Scheduler::PlanRunning(StepPlan& plan, int64_t& budget, bool& prefill_in_st
         break;
       }
       case RequestPhase::kPrefill: {
-        // Only chunked (uncompressed) prefills stay in this phase across steps.
-        assert(!r->compressing);
-        const int64_t n = std::min(r->prompt_size() - r->prompt_done, budget);
-        if (n <= 0) break;
-        std::span<const int32_t> prompt(r->request.prompt);
-        plan.entries.push_back({r.get(), prompt.subspan(static_cast<size_t>(r->prompt_done), static_cast<size_t>(n)),
-                                nullptr});
-        budget -= n;
-        plan.num_prompt_tokens += n;
-        prefill_in_step = true;
+        const Chunk chunk = NextChunk(*r, budget, prefill_in_step);
+        if (chunk.tokens > 0) AddChunk(plan, *r, chunk, budget, prefill_in_step);
         break;
       }
       case RequestPhase::kWaiting:
@@ -50,20 +77,13 @@ void Scheduler::PlanRunning(StepPlan& plan, int64_t& budget, bool& prefill_in_st
   }
 }
 
-void Scheduler::AdmitWaiting(StepPlan& plan, int64_t free_blocks, int64_t& budget, bool& prefill_in_step,
-                             AdmissionControl& admission) {
+void Scheduler::AdmitWaiting(StepPlan& plan, int64_t free_blocks, int64_t& budget,
+                             bool& prefill_in_step, AdmissionControl& admission) {
   while (!waiting_.empty() && static_cast<int32_t>(running_.size()) < limits_.max_num_seqs) {
     ActiveRequest& head = *waiting_.front();
-    const int64_t prompt = head.prompt_size();
-    int64_t chunk = prompt;
-    if (head.compressing) {
-      // One step for the whole prompt: within the budget left, or alone among prefills.
-      if (prompt > budget && prefill_in_step) break;
-    } else {
-      if (budget <= 0) break;
-      chunk = std::min(prompt, budget);
-    }
-    absl::StatusOr<int64_t> need = admission.Footprint(head);
+    const Chunk chunk = NextChunk(head, budget, prefill_in_step);
+    if (chunk.tokens == 0) break;
+    absl::StatusOr<int64_t> need = admission.Footprint(head, /*chunked=*/!chunk.last);
     if (!need.ok()) {
       plan.rejected.emplace_back(PopHead(), need.status());
       continue;
@@ -80,12 +100,7 @@ void Scheduler::AdmitWaiting(StepPlan& plan, int64_t free_blocks, int64_t& budge
     free_blocks -= *need;
     admission.Start(head);
     head.phase = RequestPhase::kPrefill;
-    std::span<const int32_t> tokens(head.request.prompt);
-    plan.entries.push_back({&head, tokens.first(static_cast<size_t>(chunk)),
-                            head.compressing ? &head.policy : nullptr});
-    budget -= chunk;  // negative after an oversize compressing prefill: nothing else this step
-    plan.num_prompt_tokens += chunk;
-    prefill_in_step = true;
+    AddChunk(plan, head, chunk, budget, prefill_in_step);
     running_.push_back(PopHead());
   }
 }
@@ -97,13 +112,15 @@ std::unique_ptr<ActiveRequest> Scheduler::PopHead() {
 }
 
 std::unique_ptr<ActiveRequest> Scheduler::Remove(const ActiveRequest* request) {
-  auto running = std::find_if(running_.begin(), running_.end(), [&](const auto& r) { return r.get() == request; });
+  auto running = std::find_if(running_.begin(), running_.end(),
+                              [&](const auto& r) { return r.get() == request; });
   if (running != running_.end()) {
     std::unique_ptr<ActiveRequest> out = std::move(*running);
     running_.erase(running);
     return out;
   }
-  auto waiting = std::find_if(waiting_.begin(), waiting_.end(), [&](const auto& r) { return r.get() == request; });
+  auto waiting = std::find_if(waiting_.begin(), waiting_.end(),
+                              [&](const auto& r) { return r.get() == request; });
   if (waiting != waiting_.end()) {
     std::unique_ptr<ActiveRequest> out = std::move(*waiting);
     waiting_.erase(waiting);

@@ -11,11 +11,12 @@
 //  - Strict FIFO: the head of the queue is never overtaken. When it does not fit, admission stops
 //    for this step even if a later, smaller request would fit, so a big request waits at most
 //    for the requests running when it reached the head (no starvation).
-//  - Prompt tokens per step are bounded by max_tokens_per_step; decode tokens always run.
-//    Uncompressed prompts (and session suffixes) are prefilled in chunks of what is left of the
-//    budget. A compressing prompt is prefilled in one step (the runner compresses only the whole
-//    prompt of an empty sequence): when it exceeds what is left of the budget it runs only in a
-//    step with no other prefill, and it takes the whole budget of that step.
+//  - Prompt tokens per step are bounded by max_tokens_per_step; decode tokens always run. Prompts
+//    and session suffixes are prefilled in chunks of what is left of the budget. A compressed
+//    prompt is compressed by its last chunk, which must hold its last last_chunk_min_tokens
+//    tokens (the observation window; the whole prompt for h2o, or when its full K/V could never
+//    sit in the pool): when those alone exceed what is left of the budget, that chunk runs only
+//    in a step with no other prefill and takes the whole budget of that step.
 //  - A head that does not fit while nothing is running can only be waiting for sessions' blocks:
 //    it is rejected with RESOURCE_EXHAUSTED instead of blocking the queue.
 //
@@ -40,16 +41,17 @@ namespace funnel {
 struct StepEntry {
   ActiveRequest* request = nullptr;
   std::span<const int32_t> tokens;
-  const KvPolicy* policy = nullptr;  // set for a compressing whole-prompt prefill only
+  const KvPolicy* policy = nullptr;  // set on the chunk that ends a compressed prompt
 };
 
 // What admission asks of the engine.
 class AdmissionControl {
  public:
   virtual ~AdmissionControl() = default;
-  // The KV blocks `request` needs over its life (its exact footprint; it may set
-  // request.final_lengths), or an error that rejects it (e.g. its session is gone).
-  virtual absl::StatusOr<int64_t> Footprint(ActiveRequest& request) = 0;
+  // The KV blocks `request` needs over its life (its exact footprint, including the temporary
+  // full K/V of a compressed prompt when it is `chunked`; it may set request.final_lengths and
+  // request.peak_lengths), or an error that rejects it (e.g. its session is gone).
+  virtual absl::StatusOr<int64_t> Footprint(ActiveRequest& request, bool chunked) = 0;
   // Gives an admitted request its cache (a new sequence or a fork of its session).
   virtual void Start(ActiveRequest& request) = 0;
 };
@@ -77,7 +79,8 @@ class Scheduler {
   // Takes a request (waiting or running) out of the scheduler; null if it is not there.
   std::unique_ptr<ActiveRequest> Remove(const ActiveRequest* request);
   // Takes out every request (waiting and running) for which `pred` holds.
-  std::vector<std::unique_ptr<ActiveRequest>> RemoveIf(const std::function<bool(const ActiveRequest&)>& pred);
+  std::vector<std::unique_ptr<ActiveRequest>> RemoveIf(
+      const std::function<bool(const ActiveRequest&)>& pred);
   std::vector<std::unique_ptr<ActiveRequest>> RemoveAll();
 
   const std::deque<std::unique_ptr<ActiveRequest>>& waiting() const { return waiting_; }

@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "kernels/cpu/norm_rope_act.h"
 #include "runtime/exec/kv_selection.h"
+#include "runtime/exec/prefill_compression.h"
 #include "runtime/util/status_macros.h"
 
 namespace funnel {
@@ -21,14 +22,17 @@ void AddInPlace(float* dst, const float* src, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
 }
 
+// x[r, :] += bias for r < n_rows (x: [n_rows, bias.size()]); no-op for an empty bias.
 }  // namespace
 
 absl::Status RunnerOptions::Validate() const {
   if (num_threads < 1 || num_threads > 256) {
-    return absl::InvalidArgumentError(absl::StrFormat("threads must be in [1, 256], got %d", num_threads));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("threads must be in [1, 256], got %d", num_threads));
   }
   if (block_size < 1 || block_size > 1024) {
-    return absl::InvalidArgumentError(absl::StrFormat("block size must be in [1, 1024], got %d", block_size));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("block size must be in [1, 1024], got %d", block_size));
   }
   if (kv_cache_bytes <= 0) return absl::InvalidArgumentError("KV cache size must be positive");
   return absl::OkStatus();
@@ -42,9 +46,9 @@ absl::StatusOr<std::unique_ptr<CpuModelRunner>> CpuModelRunner::Create(
   const int64_t block_bytes = g.BlockFloats() * int64_t{sizeof(float)};
   const int64_t num_blocks = options.kv_cache_bytes / block_bytes;
   if (num_blocks < 1 || num_blocks > INT32_MAX) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "KV cache of %d bytes holds %d blocks of %d bytes; need at least one", options.kv_cache_bytes,
-        num_blocks, block_bytes));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("KV cache of %d bytes holds %d blocks of %d bytes; need at least one",
+                        options.kv_cache_bytes, num_blocks, block_bytes));
   }
   return std::unique_ptr<CpuModelRunner>(
       new CpuModelRunner(weights, options, static_cast<int32_t>(num_blocks)));
@@ -103,11 +107,7 @@ absl::Status CpuModelRunner::ReserveKv(std::span<const StepSequence> batch) {
   const int32_t layers = weights_.config().num_layers;
   budgets_.assign(batch.size(), LayerBudgets{});
   for (size_t s = 0; s < batch.size(); ++s) {
-    const StepSequence& seq = batch[s];
-    const bool fresh = seq.kv->num_positions() == 0 && seq.kv->num_blocks() == 0;
-    if (seq.policy != nullptr && seq.policy->compresses() && fresh) {
-      budgets_[s] = ComputeLayerBudgets(*seq.policy, layers, static_cast<int64_t>(seq.tokens.size()));
-    }
+    ASSIGN_OR_RETURN(budgets_[s], StepCompressionBudgets(batch[s], layers));
   }
   int64_t needed = 0;
   for (size_t s = 0; s < batch.size(); ++s) {
@@ -117,8 +117,9 @@ absl::Status CpuModelRunner::ReserveKv(std::span<const StepSequence> batch) {
     }
   }
   if (needed > pool_.num_free()) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "KV cache full: step needs %d blocks, %d of %d free", needed, pool_.num_free(), pool_.num_blocks()));
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("KV cache full: step needs %d blocks, %d of %d free", needed,
+                        pool_.num_free(), pool_.num_blocks()));
   }
   base_lengths_.assign(batch.size() * static_cast<size_t>(layers), 0);
   for (size_t s = 0; s < batch.size(); ++s) {
@@ -128,8 +129,8 @@ absl::Status CpuModelRunner::ReserveKv(std::span<const StepSequence> batch) {
       if (kv.NeedsCopyOnWrite(pool_, l)) {
         const int64_t last = static_cast<int64_t>(kv.block_table(l).size()) - 1;
         const BlockId copy = *pool_.Allocate();  // counted in `needed`
-        std::copy_n(block_data(kv.block_table(l)[static_cast<size_t>(last)]), geometry_.BlockFloats(),
-                    block_data(copy));
+        std::copy_n(block_data(kv.block_table(l)[static_cast<size_t>(last)]),
+                    geometry_.BlockFloats(), block_data(copy));
         kv.ReplaceBlock(pool_, l, last, copy);
       }
       RETURN_IF_ERROR(kv.Grow(pool_, l, StoredAfterStep(s, l, batch)));
@@ -158,7 +159,8 @@ absl::Status CpuModelRunner::Step(std::span<const StepSequence> batch, std::vect
   positions_.clear();
   for (const StepSequence& seq : batch) {
     const int64_t start = seq.kv->num_positions();
-    for (size_t i = 0; i < seq.tokens.size(); ++i) positions_.push_back(static_cast<int32_t>(start + i));
+    for (size_t i = 0; i < seq.tokens.size(); ++i)
+      positions_.push_back(static_cast<int32_t>(start + i));
     row_offsets_.push_back(row_offsets_.back() + static_cast<int64_t>(seq.tokens.size()));
   }
   num_rows_ = row_offsets_.back();
@@ -167,7 +169,7 @@ absl::Status CpuModelRunner::Step(std::span<const StepSequence> batch, std::vect
   int64_t ws_floats = 0;
   for (size_t s = 0; s < batch.size(); ++s) {
     ws_offsets_[s] = ws_floats;
-    if (Compressing(s)) ws_floats += static_cast<int64_t>(batch[s].tokens.size()) * kv_dim;
+    if (Compressing(s)) ws_floats += budgets_[s].prompt_tokens * kv_dim;
   }
   ws_keys_.resize(static_cast<size_t>(ws_floats));
   ws_values_.resize(static_cast<size_t>(ws_floats));
@@ -204,7 +206,8 @@ void CpuModelRunner::RunLayer(int32_t layer, std::span<const StepSequence> batch
   up_.resize(static_cast<size_t>(n * c.ffn_dim));
 
   ParallelRows(n, [&](int64_t r0, int64_t r1) {
-    RmsNorm(x_.data() + r0 * dim, w.attn_norm.data(), xn_.data() + r0 * dim, r1 - r0, dim, c.rms_norm_eps);
+    RmsNorm(x_.data() + r0 * dim, w.attn_norm.data(), xn_.data() + r0 * dim, r1 - r0, dim,
+            c.rms_norm_eps);
   });
   MatMul(w.wq, xn_.data(), n, q_.data(), threads_, matmul_workspace_);
   MatMul(w.wk, xn_.data(), n, k_.data(), threads_, matmul_workspace_);
@@ -221,13 +224,14 @@ void CpuModelRunner::RunLayer(int32_t layer, std::span<const StepSequence> batch
   MatMul(w.wo, attn_.data(), n, xn_.data(), threads_, matmul_workspace_);
   ParallelRows(n, [&](int64_t r0, int64_t r1) {
     AddInPlace(x_.data() + r0 * dim, xn_.data() + r0 * dim, (r1 - r0) * dim);
-    RmsNorm(x_.data() + r0 * dim, w.ffn_norm.data(), xn_.data() + r0 * dim, r1 - r0, dim, c.rms_norm_eps);
+    RmsNorm(x_.data() + r0 * dim, w.ffn_norm.data(), xn_.data() + r0 * dim, r1 - r0, dim,
+            c.rms_norm_eps);
   });
   MatMul(w.w_gate, xn_.data(), n, gate_.data(), threads_, matmul_workspace_);
   MatMul(w.w_up, xn_.data(), n, up_.data(), threads_, matmul_workspace_);
   ParallelRows(n, [&](int64_t r0, int64_t r1) {
-    SwiGlu(gate_.data() + r0 * c.ffn_dim, up_.data() + r0 * c.ffn_dim, gate_.data() + r0 * c.ffn_dim,
-           (r1 - r0) * c.ffn_dim);
+    SwiGlu(gate_.data() + r0 * c.ffn_dim, up_.data() + r0 * c.ffn_dim,
+           gate_.data() + r0 * c.ffn_dim, (r1 - r0) * c.ffn_dim);
   });
   MatMul(w.w_down, gate_.data(), n, xn_.data(), threads_, matmul_workspace_);
   ParallelRows(n, [&](int64_t r0, int64_t r1) {
@@ -241,27 +245,39 @@ void CpuModelRunner::WriteKv(int32_t layer, std::span<const StepSequence> batch)
   const int64_t kv_dim = g.num_kv_heads * g.head_dim;
   for (size_t s = 0; s < batch.size(); ++s) {
     const int64_t n_new = row_offsets_[s + 1] - row_offsets_[s];
-    if (Compressing(s)) {  // full K/V to the workspace, [kv_heads][n][head_dim]
+    std::span<const BlockId> table = batch[s].kv->block_table(layer);
+    const int64_t base = base_lengths_[s * layers + layer];
+    if (Compressing(s)) {  // the whole prompt's K/V to the workspace, [kv_heads][n][head_dim]
+      const int64_t n = budgets_[s].prompt_tokens;
+      for (int64_t i = 0; i < base; ++i) {  // earlier chunks, from the pool
+        const float* block = block_data(table[static_cast<size_t>(i / g.block_size)]);
+        const int64_t slot = i % g.block_size;
+        for (int64_t h = 0; h < g.num_kv_heads; ++h) {
+          const int64_t at = ws_offsets_[s] + (h * n + i) * g.head_dim;
+          std::copy_n(block + g.KOffset(h, slot), g.head_dim, ws_keys_.data() + at);
+          std::copy_n(block + g.VOffset(h, slot), g.head_dim, ws_values_.data() + at);
+        }
+      }
       for (int64_t i = 0; i < n_new; ++i) {
         const int64_t r = row_offsets_[s] + i;
         for (int64_t h = 0; h < g.num_kv_heads; ++h) {
-          const int64_t at = ws_offsets_[s] + (h * n_new + i) * g.head_dim;
+          const int64_t at = ws_offsets_[s] + (h * n + base + i) * g.head_dim;
           std::copy_n(k_.data() + r * kv_dim + h * g.head_dim, g.head_dim, ws_keys_.data() + at);
           std::copy_n(v_.data() + r * kv_dim + h * g.head_dim, g.head_dim, ws_values_.data() + at);
         }
       }
       continue;
     }
-    std::span<const BlockId> table = batch[s].kv->block_table(layer);
-    const int64_t base = base_lengths_[s * layers + layer];
     for (int64_t i = 0; i < row_offsets_[s + 1] - row_offsets_[s]; ++i) {
       const int64_t entry = base + i;
       float* block = block_data(table[static_cast<size_t>(entry / g.block_size)]);
       const int64_t slot = entry % g.block_size;
       const int64_t r = row_offsets_[s] + i;
       for (int64_t h = 0; h < g.num_kv_heads; ++h) {
-        std::copy_n(k_.data() + r * kv_dim + h * g.head_dim, g.head_dim, block + g.KOffset(h, slot));
-        std::copy_n(v_.data() + r * kv_dim + h * g.head_dim, g.head_dim, block + g.VOffset(h, slot));
+        std::copy_n(k_.data() + r * kv_dim + h * g.head_dim, g.head_dim,
+                    block + g.KOffset(h, slot));
+        std::copy_n(v_.data() + r * kv_dim + h * g.head_dim, g.head_dim,
+                    block + g.VOffset(h, slot));
       }
     }
   }
@@ -273,76 +289,87 @@ void CpuModelRunner::Attention(int32_t layer, std::span<const StepSequence> batc
   const int64_t q_dim = int64_t{c.num_heads} * c.head_dim;
   const int64_t kv_heads = c.num_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
-  threads_.ParallelFor(static_cast<int64_t>(batch.size()) * kv_heads, [&](int64_t task, int thread) {
-    const size_t s = static_cast<size_t>(task / kv_heads);
-    const int64_t n_q = row_offsets_[s + 1] - row_offsets_[s];
-    PagedAttentionArgs args;
-    args.q = q_.data() + row_offsets_[s] * q_dim;
-    args.out = attn_.data() + row_offsets_[s] * q_dim;
-    args.n_q = n_q;
-    args.num_heads = c.num_heads;
-    args.pool = kv_storage_.get();
-    args.geometry = geometry_;
-    args.block_table = batch[s].kv->block_table(layer).data();
-    args.kv_len = base_lengths_[s * layers + layer] + n_q;
-    args.scale = scale;
-    const int64_t kv_head = task % kv_heads;
-    AttentionScratch& scratch = attention_scratch_[static_cast<size_t>(thread)];
-    if (Compressing(s)) {
-      const int64_t at = ws_offsets_[s] + kv_head * n_q * c.head_dim;
-      ContiguousAttentionKvHead(args, kv_head, ws_keys_.data() + at, ws_values_.data() + at, scratch);
-    } else {
-      PagedAttentionKvHead(args, kv_head, scratch);
-    }
-  });
+  threads_.ParallelFor(
+      static_cast<int64_t>(batch.size()) * kv_heads, [&](int64_t task, int thread) {
+        const size_t s = static_cast<size_t>(task / kv_heads);
+        const int64_t n_q = row_offsets_[s + 1] - row_offsets_[s];
+        PagedAttentionArgs args;
+        args.q = q_.data() + row_offsets_[s] * q_dim;
+        args.out = attn_.data() + row_offsets_[s] * q_dim;
+        args.n_q = n_q;
+        args.num_heads = c.num_heads;
+        args.pool = kv_storage_.get();
+        args.geometry = geometry_;
+        args.block_table = batch[s].kv->block_table(layer).data();
+        args.kv_len = base_lengths_[s * layers + layer] + n_q;
+        args.scale = scale;
+        const int64_t kv_head = task % kv_heads;
+        AttentionScratch& scratch = attention_scratch_[static_cast<size_t>(thread)];
+        if (Compressing(s)) {
+          const int64_t at = ws_offsets_[s] + kv_head * budgets_[s].prompt_tokens * c.head_dim;
+          ContiguousAttentionKvHead(args, kv_head, ws_keys_.data() + at, ws_values_.data() + at,
+                                    scratch);
+        } else {
+          PagedAttentionKvHead(args, kv_head, scratch);
+        }
+      });
 }
 
 void CpuModelRunner::CompressLayer(int32_t layer, std::span<const StepSequence> batch) {
-  if (std::none_of(budgets_.begin(), budgets_.end(), [](const LayerBudgets& b) { return b.compress; })) {
+  if (std::none_of(budgets_.begin(), budgets_.end(),
+                   [](const LayerBudgets& b) { return b.compress; })) {
     return;
   }
   const auto t0 = std::chrono::steady_clock::now();
   absl::Cleanup timing = [&] {
-    compress_ms_ += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    compress_ms_ +=
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   };
   const ModelConfig& c = weights_.config();
   const PagedKvGeometry& g = geometry_;
   const int64_t kv_heads = c.num_kv_heads, d = c.head_dim;
   const int64_t q_stride = int64_t{c.num_heads} * d;
-  threads_.ParallelFor(static_cast<int64_t>(batch.size()) * kv_heads, [&](int64_t task, int thread) {
-    const size_t s = static_cast<size_t>(task / kv_heads);
-    if (!Compressing(s)) return;
-    const int64_t kv_head = task % kv_heads;
-    const LayerBudgets& b = budgets_[s];
-    const int64_t n = b.prompt_tokens, w = b.window;
-    const int64_t at = ws_offsets_[s] + kv_head * n * d;
-    const float* keys = ws_keys_.data() + at;
-    const float* values = ws_values_.data() + at;
-    SelectionInput in;
-    in.method = batch[s].policy->method;
-    in.pooling = batch[s].policy->pooling;
-    in.kernel = batch[s].policy->kernel;
-    in.q = q_.data() + row_offsets_[s] * q_stride;
-    in.keys = keys;
-    in.n = n;
-    in.num_heads = c.num_heads;
-    in.num_kv_heads = kv_heads;
-    in.head_dim = d;
-    in.window = w;
-    in.selected = b.selected[static_cast<size_t>(layer)];
-    const std::vector<int32_t> kept =
-        SelectKeptIndices(in, kv_head, select_scratch_[static_cast<size_t>(thread)]);
-    std::span<const BlockId> table = batch[s].kv->block_table(layer);
-    for (size_t e = 0; e < kept.size(); ++e) {
-      float* block = block_data(table[e / static_cast<size_t>(g.block_size)]);
-      const int64_t slot = static_cast<int64_t>(e) % g.block_size;
-      std::copy_n(keys + int64_t{kept[e]} * d, d, block + g.KOffset(kv_head, slot));
-      std::copy_n(values + int64_t{kept[e]} * d, d, block + g.VOffset(kv_head, slot));
-    }
-  });
+  threads_.ParallelFor(
+      static_cast<int64_t>(batch.size()) * kv_heads, [&](int64_t task, int thread) {
+        const size_t s = static_cast<size_t>(task / kv_heads);
+        if (!Compressing(s)) return;
+        const int64_t kv_head = task % kv_heads;
+        const LayerBudgets& b = budgets_[s];
+        const int64_t n = b.prompt_tokens, w = b.window;
+        const int64_t at = ws_offsets_[s] + kv_head * n * d;
+        const float* keys = ws_keys_.data() + at;
+        const float* values = ws_values_.data() + at;
+        SelectionInput in;
+        in.method = batch[s].policy->method;
+        in.pooling = batch[s].policy->pooling;
+        in.kernel = batch[s].policy->kernel;
+        in.q = q_.data() + row_offsets_[s] * q_stride;
+        in.q_rows = row_offsets_[s + 1] - row_offsets_[s];
+        in.keys = keys;
+        in.n = n;
+        in.num_heads = c.num_heads;
+        in.num_kv_heads = kv_heads;
+        in.head_dim = d;
+        in.window = w;
+        in.selected = b.selected[static_cast<size_t>(layer)];
+        const std::vector<int32_t> kept =
+            SelectKeptIndices(in, kv_head, select_scratch_[static_cast<size_t>(thread)]);
+        std::span<const BlockId> table = batch[s].kv->block_table(layer);
+        for (size_t e = 0; e < kept.size(); ++e) {
+          float* block = block_data(table[e / static_cast<size_t>(g.block_size)]);
+          const int64_t slot = static_cast<int64_t>(e) % g.block_size;
+          std::copy_n(keys + int64_t{kept[e]} * d, d, block + g.KOffset(kv_head, slot));
+          std::copy_n(values + int64_t{kept[e]} * d, d, block + g.VOffset(kv_head, slot));
+        }
+      });
+  // A prompt written in chunks held its full K/V in the pool until now.
+  for (size_t s = 0; s < batch.size(); ++s) {
+    if (Compressing(s)) batch[s].kv->Truncate(pool_, layer, budgets_[s].stored(layer));
+  }
 }
 
-void CpuModelRunner::ComputeLogits(std::span<const StepSequence> batch, std::vector<float>& logits) {
+void CpuModelRunner::ComputeLogits(std::span<const StepSequence> batch,
+                                   std::vector<float>& logits) {
   const ModelConfig& c = weights_.config();
   const int64_t dim = c.dim;
   // Gather the rows that need logits into xn_, normalized.
@@ -350,8 +377,8 @@ void CpuModelRunner::ComputeLogits(std::span<const StepSequence> batch, std::vec
   for (size_t s = 0; s < batch.size(); ++s) {
     const int64_t first = batch[s].all_logits ? row_offsets_[s] : row_offsets_[s + 1] - 1;
     for (int64_t r = first; r < row_offsets_[s + 1]; ++r) {
-      RmsNorm(x_.data() + r * dim, weights_.output_norm().data(), xn_.data() + out_rows * dim, 1, dim,
-              c.rms_norm_eps);
+      RmsNorm(x_.data() + r * dim, weights_.output_norm().data(), xn_.data() + out_rows * dim, 1,
+              dim, c.rms_norm_eps);
       ++out_rows;
     }
   }

@@ -12,10 +12,10 @@
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/paged_attention.h"
 #include "kernels/cpu/thread_pool.h"
-#include "runtime/kv/block_pool.h"
-#include "runtime/kv/kv_policy.h"
 #include "runtime/exec/kv_selection.h"
 #include "runtime/exec/model_runner.h"
+#include "runtime/kv/block_pool.h"
+#include "runtime/kv/kv_policy.h"
 #include "runtime/kv/layer_budget.h"
 #include "runtime/kv/sequence_kv.h"
 #include "runtime/model/model_weights.h"
@@ -24,7 +24,7 @@ namespace funnel {
 
 struct RunnerOptions {
   int32_t num_threads = 2;
-  int32_t block_size = 16;           // KV entries per block
+  int32_t block_size = 16;                    // KV entries per block
   int64_t kv_cache_bytes = int64_t{1} << 30;  // pool size; rounded down to whole blocks
 
   absl::Status Validate() const;
@@ -88,7 +88,8 @@ class CpuModelRunner final : public ModelRunner {
   std::vector<int64_t> base_lengths_;  // [seq * layers]: entries stored before this step
   std::vector<float> x_, xn_, q_, k_, v_, attn_, gate_, up_;
   // Compressing prefills: the budgets per sequence, and the transient full K/V of the current
-  // layer, [kv_heads][n][head_dim] per sequence starting at ws_offsets_[s] floats.
+  // layer (earlier chunks' entries read back from the pool, then this step's),
+  // [kv_heads][n][head_dim] per sequence starting at ws_offsets_[s] floats, n = whole prompt.
   std::vector<LayerBudgets> budgets_;
   std::vector<int64_t> ws_offsets_;
   std::vector<float> ws_keys_, ws_values_;

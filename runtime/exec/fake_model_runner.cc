@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_format.h"
+#include "runtime/exec/prefill_compression.h"
 #include "runtime/kv/layer_budget.h"
 #include "runtime/util/status_macros.h"
 
@@ -39,7 +40,9 @@ int32_t FakeModelRunner::NextToken(int32_t token, int64_t position) const {
   return DefaultNextToken(token, position, options_.vocab_size);
 }
 
-SequenceKv FakeModelRunner::NewSequence() const { return SequenceKv(options_.num_layers, options_.block_size); }
+SequenceKv FakeModelRunner::NewSequence() const {
+  return SequenceKv(options_.num_layers, options_.block_size);
+}
 
 absl::Status FakeModelRunner::Check(std::span<const StepSequence> batch) {
   std::unique_lock<std::mutex> lock(mu_);
@@ -56,7 +59,8 @@ absl::Status FakeModelRunner::Check(std::span<const StepSequence> batch) {
     }
     if (seq.policy != nullptr) RETURN_IF_ERROR(seq.policy->Validate());
     for (int32_t id : seq.tokens) {
-      if (id < 0 || id >= options_.vocab_size || (poison_token_.has_value() && id == *poison_token_)) {
+      if (id < 0 || id >= options_.vocab_size ||
+          (poison_token_.has_value() && id == *poison_token_)) {
         return absl::InvalidArgumentError(absl::StrFormat("token id %d is not accepted", id));
       }
     }
@@ -64,43 +68,47 @@ absl::Status FakeModelRunner::Check(std::span<const StepSequence> batch) {
   return absl::OkStatus();
 }
 
-absl::Status FakeModelRunner::Reserve(std::span<const StepSequence> batch, std::vector<bool>& compressing) {
+absl::Status FakeModelRunner::Reserve(std::span<const StepSequence> batch,
+                                      std::vector<bool>& compressing) {
   const int32_t layers = options_.num_layers;
   std::vector<LayerBudgets> budgets(batch.size());
   compressing.assign(batch.size(), false);
   int64_t needed = 0;
   for (size_t s = 0; s < batch.size(); ++s) {
     const StepSequence& seq = batch[s];
-    const bool fresh = seq.kv->num_positions() == 0 && seq.kv->num_blocks() == 0;
-    if (seq.policy != nullptr && seq.policy->compresses() && fresh) {
-      budgets[s] = ComputeLayerBudgets(*seq.policy, layers, static_cast<int64_t>(seq.tokens.size()));
-      compressing[s] = budgets[s].compress;
-    }
+    ASSIGN_OR_RETURN(budgets[s], StepCompressionBudgets(seq, layers));
+    compressing[s] = budgets[s].compress;
     for (int32_t l = 0; l < layers; ++l) {
-      const int64_t after = compressing[s] ? budgets[s].stored(l)
-                                           : seq.kv->layer_length(l) + static_cast<int64_t>(seq.tokens.size());
+      const int64_t after = compressing[s]
+                                ? budgets[s].stored(l)
+                                : seq.kv->layer_length(l) + static_cast<int64_t>(seq.tokens.size());
       needed += seq.kv->BlocksNeeded(l, after) + (seq.kv->NeedsCopyOnWrite(pool_, l) ? 1 : 0);
     }
   }
   if (needed > pool_.num_free()) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "KV cache full: step needs %d blocks, %d of %d free", needed, pool_.num_free(), pool_.num_blocks()));
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("KV cache full: step needs %d blocks, %d of %d free", needed,
+                        pool_.num_free(), pool_.num_blocks()));
   }
   for (size_t s = 0; s < batch.size(); ++s) {
     SequenceKv& kv = *batch[s].kv;
     for (int32_t l = 0; l < layers; ++l) {
       if (kv.NeedsCopyOnWrite(pool_, l)) {
-        kv.ReplaceBlock(pool_, l, static_cast<int64_t>(kv.block_table(l).size()) - 1, *pool_.Allocate());
+        kv.ReplaceBlock(pool_, l, static_cast<int64_t>(kv.block_table(l).size()) - 1,
+                        *pool_.Allocate());
       }
-      const int64_t after = compressing[s] ? budgets[s].stored(l)
-                                           : kv.layer_length(l) + static_cast<int64_t>(batch[s].tokens.size());
+      const int64_t after = compressing[s]
+                                ? budgets[s].stored(l)
+                                : kv.layer_length(l) + static_cast<int64_t>(batch[s].tokens.size());
       RETURN_IF_ERROR(kv.Grow(pool_, l, after));
+      if (compressing[s]) kv.Truncate(pool_, l, after);  // earlier chunks' full K/V is dropped
     }
   }
   return absl::OkStatus();
 }
 
-void FakeModelRunner::WriteLogits(std::span<const StepSequence> batch, std::vector<float>& logits) const {
+void FakeModelRunner::WriteLogits(std::span<const StepSequence> batch,
+                                  std::vector<float>& logits) const {
   const size_t vocab = static_cast<size_t>(options_.vocab_size);
   size_t rows = 0;
   for (const StepSequence& seq : batch) rows += seq.all_logits ? seq.tokens.size() : 1;
@@ -117,7 +125,8 @@ void FakeModelRunner::WriteLogits(std::span<const StepSequence> batch, std::vect
   }
 }
 
-absl::Status FakeModelRunner::Step(std::span<const StepSequence> batch, std::vector<float>& logits) {
+absl::Status FakeModelRunner::Step(std::span<const StepSequence> batch,
+                                   std::vector<float>& logits) {
   logits.clear();
   if (batch.empty()) return absl::OkStatus();
   RETURN_IF_ERROR(Check(batch));

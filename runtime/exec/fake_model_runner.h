@@ -1,10 +1,11 @@
 // A deterministic ModelRunner for scheduler and engine tests: no model, no K/V storage.
 //
 // KV accounting is real: blocks come from a BlockPool with the same reservation rules as
-// CpuModelRunner (compressed sizes from ComputeLayerBudgets for a fresh sequence's whole-prompt
-// prefill under a compressing policy, copy-on-write of shared partial blocks, all-or-nothing
-// ResourceExhausted). Logits make the next token a function of (last token, its position):
-// the row is 0 everywhere except next_token(token, position), which gets `peak_logit`.
+// CpuModelRunner (compressed sizes from StepCompressionBudgets for the step that ends a prompt
+// under a compressing policy, earlier chunks' blocks returned then, copy-on-write of shared partial
+// blocks, all-or-nothing ResourceExhausted). Logits make the next token a function of (last token,
+// its position): the row is 0 everywhere except next_token(token, position), which gets
+// `peak_logit`.
 //
 // Test controls (delays, failures, pausing) and the step records are thread-safe; everything
 // else follows ModelRunner's rule (engine thread only).
@@ -40,7 +41,7 @@ struct FakeStepSequence {
   const SequenceKv* kv = nullptr;
   int64_t start_position = 0;
   int64_t num_tokens = 0;
-  bool compressing = false;  // a whole-prompt prefill that was compressed
+  bool compressing = false;  // the step that ended a prompt and compressed it
 };
 
 struct FakeStepRecord {

@@ -1,5 +1,6 @@
 #include "runtime/exec/kv_selection.h"
 
+#include <cassert>
 #include <cmath>
 #include <numeric>
 
@@ -21,19 +22,28 @@ std::vector<int32_t> SelectKeptIndices(const SelectionInput& in, int64_t kv_head
   } else if (in.selected > 0) {
     const int64_t group = in.num_heads / in.num_kv_heads;
     const int64_t q_stride = in.num_heads * in.head_dim;
-    ScoreArgs args{in.q, in.num_heads, in.num_kv_heads, in.head_dim, in.keys, n,
+    ScoreArgs args{in.q,
+                   in.num_heads,
+                   in.num_kv_heads,
+                   in.head_dim,
+                   in.keys,
+                   n,
                    1.0f / std::sqrt(static_cast<float>(in.head_dim))};
     sc.averaged.resize(static_cast<size_t>(prefix));
     if (in.method == KvMethod::kH2o) {
+      assert(in.q_rows == n && "h2o scores every prompt query");
       H2oScores(args, kv_head, w, sc.scores);
       AverageRows(sc.scores.data(), group, prefix, sc.averaged.data());
     } else {
-      args.q += prefix * q_stride;
+      assert(in.q_rows >= w && "the window's queries are needed");
+      args.q += (in.q_rows - w) * q_stride;
       WindowScores(args, kv_head, w, sc.scores);
       sc.pooled.resize(static_cast<size_t>(group * prefix));
-      const PoolingKind kind = in.pooling == KvPooling::kMax ? PoolingKind::kMax : PoolingKind::kAvg;
+      const PoolingKind kind =
+          in.pooling == KvPooling::kMax ? PoolingKind::kMax : PoolingKind::kAvg;
       for (int64_t h = 0; h < group; ++h) {
-        Pool1d(sc.scores.data() + h * prefix, prefix, in.kernel, kind, sc.pooled.data() + h * prefix);
+        Pool1d(sc.scores.data() + h * prefix, prefix, in.kernel, kind,
+               sc.pooled.data() + h * prefix);
       }
       AverageRows(sc.pooled.data(), group, prefix, sc.averaged.data());
     }

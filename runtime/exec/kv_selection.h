@@ -12,7 +12,11 @@ struct SelectionInput {
   KvMethod method = KvMethod::kFull;
   KvPooling pooling = KvPooling::kMax;
   int32_t kernel = 7;
-  const float* q = nullptr;     // the prompt's query rows [n, num_heads, head_dim], RoPE applied
+  // Query rows of the prompt's last `q_rows` positions [q_rows, num_heads, head_dim], RoPE
+  // applied: at least the window for snapkv / pyramidkv (chunked prefills have only their last
+  // chunk's rows), all n for h2o.
+  const float* q = nullptr;
+  int64_t q_rows = 0;
   const float* keys = nullptr;  // this KV head's keys [n, head_dim], RoPE applied
   int64_t n = 0;                // prompt length
   int64_t num_heads = 0;

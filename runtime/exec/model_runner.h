@@ -21,9 +21,11 @@ struct StepSequence {
   SequenceKv* kv = nullptr;         // grows by tokens.size() entries in every layer
   std::span<const int32_t> tokens;  // new tokens, at positions kv->num_positions() onward
   bool all_logits = false;          // logits for every new token (else only the last)
-  // Compression at the end of this prefill. Applies when the sequence's cache is empty (the
-  // whole prompt is in this step); null or `full` keeps everything. Attention of the prefill
-  // itself always sees the full K/V; only the kept entries are written to pool blocks.
+  // Set on the step that ends a prompt to compress it (prefill_compression.h): the cache then
+  // holds the prompt's earlier tokens uncompressed (steps without a policy wrote them) and this
+  // step feeds the rest. Attention of the prefill itself always sees the full K/V; afterwards
+  // each layer keeps only its budget of entries and returns the other blocks to the pool. Null
+  // or `full` keeps everything.
   const KvPolicy* policy = nullptr;
 };
 

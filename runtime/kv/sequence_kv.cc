@@ -24,12 +24,14 @@ int64_t SequenceKv::BlocksNeeded(int32_t layer, int64_t new_length) const {
 absl::Status SequenceKv::Grow(BlockPool& pool, int32_t layer, int64_t new_length) {
   const int64_t extra = BlocksNeeded(layer, new_length);
   if (extra > pool.num_free()) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "KV pool exhausted: layer %d needs %d more blocks, %d free", layer, extra, pool.num_free()));
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("KV pool exhausted: layer %d needs %d more blocks, %d free", layer, extra,
+                        pool.num_free()));
   }
   auto& table = tables_[static_cast<size_t>(layer)];
   for (int64_t i = 0; i < extra; ++i) table.push_back(*pool.Allocate());
-  if (new_length > lengths_[static_cast<size_t>(layer)]) lengths_[static_cast<size_t>(layer)] = new_length;
+  if (new_length > lengths_[static_cast<size_t>(layer)])
+    lengths_[static_cast<size_t>(layer)] = new_length;
   return absl::OkStatus();
 }
 
@@ -40,6 +42,16 @@ void SequenceKv::Release(BlockPool& pool) {
   }
   for (auto& len : lengths_) len = 0;
   num_positions_ = 0;
+}
+
+void SequenceKv::Truncate(BlockPool& pool, int32_t layer, int64_t new_length) {
+  auto& table = tables_[static_cast<size_t>(layer)];
+  int64_t& length = lengths_[static_cast<size_t>(layer)];
+  assert(new_length >= 0 && new_length <= length);
+  const size_t keep = static_cast<size_t>((new_length + block_size_ - 1) / block_size_);
+  for (size_t i = keep; i < table.size(); ++i) pool.Unref(table[i]);
+  if (table.size() > keep) table.resize(keep);
+  length = new_length;
 }
 
 SequenceKv SequenceKv::Fork(BlockPool& pool) const {

@@ -28,7 +28,9 @@ class SequenceKv {
   void set_num_positions(int64_t n) { num_positions_ = n; }
 
   int64_t layer_length(int32_t layer) const { return lengths_[static_cast<size_t>(layer)]; }
-  std::span<const BlockId> block_table(int32_t layer) const { return tables_[static_cast<size_t>(layer)]; }
+  std::span<const BlockId> block_table(int32_t layer) const {
+    return tables_[static_cast<size_t>(layer)];
+  }
 
   // Blocks needed so that `layer` can hold `new_length` entries, beyond what it has.
   int64_t BlocksNeeded(int32_t layer, int64_t new_length) const;
@@ -46,6 +48,9 @@ class SequenceKv {
   void ReplaceBlock(BlockPool& pool, int32_t layer, int64_t index, BlockId block);
   // Returns every block to `pool` and empties all layers.
   void Release(BlockPool& pool);
+  // Keeps the first `new_length` entries of `layer` (<= its length) and returns the blocks past
+  // them to the pool (compression of a prompt whose full K/V was written in chunks).
+  void Truncate(BlockPool& pool, int32_t layer, int64_t new_length);
   // Total blocks held over all layers.
   int64_t num_blocks() const;
 

@@ -70,7 +70,6 @@ class EngineTest : public ::funnel::testing::FakeEngineTest {
     for (const FakeStepRecord& r : runner_->steps()) m = std::max(m, r.seqs.size());
     return m;
   }
-
 };
 
 TEST_F(EngineTest, GeneratesTheRunnersChainAndReportsUsage) {
@@ -101,10 +100,14 @@ TEST_F(EngineTest, ValidatesAtSubmit) {
   EngineConfig ec;
   ec.max_prompt_tokens = 32;
   StartEngine({}, ec);
-  EXPECT_EQ(engine_->Submit(MakeRequest({}, 4)).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(engine_->Submit(MakeRequest(Prompt(33), 4)).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(engine_->Submit(MakeRequest({5, 64}, 4)).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(engine_->Submit(MakeRequest({5, -1}, 4)).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine_->Submit(MakeRequest({}, 4)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine_->Submit(MakeRequest(Prompt(33), 4)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine_->Submit(MakeRequest({5, 64}, 4)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine_->Submit(MakeRequest({5, -1}, 4)).status().code(),
+            absl::StatusCode::kInvalidArgument);
   GenerateRequest bad_sampling = MakeRequest(Prompt(4), 4);
   bad_sampling.sampling.top_p = 0.0f;
   EXPECT_EQ(engine_->Submit(bad_sampling).status().code(), absl::StatusCode::kInvalidArgument);
@@ -123,7 +126,8 @@ TEST_F(EngineTest, ValidatesAtSubmit) {
 
   runner_->set_step_delay(absl::Milliseconds(2));
   auto first = SubmitOk(MakeRequest(Prompt(4), 20, "dup"));
-  EXPECT_EQ(engine_->Submit(MakeRequest(Prompt(4), 4, "dup")).status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(engine_->Submit(MakeRequest(Prompt(4), 4, "dup")).status().code(),
+            absl::StatusCode::kAlreadyExists);
   EXPECT_TRUE(Collect(*first).final.status.ok());
 }
 
@@ -131,7 +135,8 @@ TEST_F(EngineTest, PromptOverTheModelContextIsInvalid) {
   FakeRunnerOptions ro;
   ro.context_length = 64;
   StartEngine(ro);
-  EXPECT_EQ(engine_->Submit(MakeRequest(Prompt(65), 1)).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine_->Submit(MakeRequest(Prompt(65), 1)).status().code(),
+            absl::StatusCode::kInvalidArgument);
   // A prompt that fills the context gets one token, then "length".
   Collected c = Collect(*SubmitOk(MakeRequest(Prompt(64), 10)));
   EXPECT_TRUE(c.final.status.ok());
@@ -285,7 +290,29 @@ TEST_F(EngineTest, ChunkedPrefillRespectsTheStepBudgetAndInterleavesWithDecodes)
   EXPECT_EQ(chunks, (std::vector<int64_t>{16, 16, 16, 2}));
 }
 
-TEST_F(EngineTest, CompressingPrefillRunsInOneStepWithoutOtherPrefills) {
+// The chunks of the prompt fed to `kv` before position `limit`, in step order, with whether each
+// compressed.
+std::vector<std::pair<int64_t, bool>> PromptChunks(const std::vector<FakeStepRecord>& steps,
+                                                   const SequenceKv* kv, int64_t limit) {
+  std::vector<std::pair<int64_t, bool>> out;
+  for (const auto& r : steps) {
+    for (const auto& s : r.seqs) {
+      if (s.kv == kv && s.start_position < limit) out.emplace_back(s.num_tokens, s.compressing);
+    }
+  }
+  return out;
+}
+
+const SequenceKv* FirstChunkKv(const std::vector<FakeStepRecord>& steps, int64_t num_tokens) {
+  for (const auto& r : steps) {
+    for (const auto& s : r.seqs) {
+      if (s.start_position == 0 && s.num_tokens == num_tokens) return s.kv;
+    }
+  }
+  return nullptr;
+}
+
+TEST_F(EngineTest, CompressedPromptIsPrefilledInChunksWithinTheStepBudget) {
   FakeRunnerOptions ro;
   ro.num_blocks = 1024;
   EngineConfig ec;
@@ -310,24 +337,115 @@ TEST_F(EngineTest, CompressingPrefillRunsInOneStepWithoutOtherPrefills) {
   for (auto* s : {&a, &b, &d}) ASSERT_TRUE(Collect(**s).final.status.ok());
 
   const auto steps = runner_->steps();
-  int compressing_steps = 0;
   for (const auto& r : steps) {
-    bool compressing = false;
-    int prefills = 0;
-    for (const auto& s : r.seqs) {
-      compressing |= s.compressing;
-      prefills += s.num_tokens > 1 ? 1 : 0;
-      if (s.compressing) {
-        EXPECT_EQ(s.num_tokens, 50);
-      }
-    }
-    if (!compressing) continue;
-    ++compressing_steps;
-    EXPECT_EQ(prefills, 1) << "the compressing prefill shares its step with decodes only";
-    EXPECT_GE(r.seqs.size(), 2u);  // a's decode ran with it
+    int64_t prefill = 0;
+    for (const auto& s : r.seqs) prefill += s.num_tokens > 1 ? s.num_tokens : 0;
+    EXPECT_LE(prefill, 16) << "no step prefills more than its budget";
   }
-  EXPECT_EQ(compressing_steps, 1);
-  EXPECT_GT(AdmissionStep(6), AdmissionStep(50));  // d does not overtake c
+  // b takes the first step's budget; c's chunks fill what is left, its last one (at least the
+  // window of 4) compresses, and a decodes in every one of those steps.
+  const SequenceKv* c_kv = nullptr;
+  for (const auto& r : steps) {
+    for (const auto& s : r.seqs) {
+      if (s.compressing) c_kv = s.kv;
+    }
+  }
+  ASSERT_NE(c_kv, nullptr);
+  const auto chunks = PromptChunks(steps, c_kv, 50);
+  int64_t total = 0;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    total += chunks[i].first;
+    EXPECT_EQ(chunks[i].second, i + 1 == chunks.size()) << "only the last chunk compresses";
+  }
+  EXPECT_EQ(total, 50);
+  EXPECT_GT(chunks.size(), 1u);
+  EXPECT_GE(chunks.back().first, 4);
+  for (const auto& r : steps) {
+    bool has_c = false, has_decode = false;
+    for (const auto& s : r.seqs) {
+      has_c |= s.kv == c_kv && s.start_position < 50;
+      has_decode |= s.num_tokens == 1;
+    }
+    if (has_c) {
+      EXPECT_TRUE(has_decode) << "a's decode runs in every step of c's prefill";
+    }
+  }
+}
+
+TEST_F(EngineTest, H2oAndPromptsWhoseFullKvNeverFitsArePrefilledInOneStep) {
+  // h2o scores every prompt query; a prompt whose full K/V exceeds the pool cannot stage it
+  // there. Both take one step, alone among prefills, and still run next to decodes.
+  struct Case {
+    KvPolicy policy;
+    int32_t num_blocks;
+  };
+  // 4 layers, block 4: the 50-token prompt's chunked peak is 4 * ceil(46 / 4) = 48 blocks.
+  for (const Case& k :
+       {Case{KvPolicy{.method = KvMethod::kH2o, .budget = 12, .window = 4}, 1024},
+        Case{KvPolicy{.method = KvMethod::kPyramidKv, .budget = 12, .window = 4}, 40}}) {
+    SCOPED_TRACE(KvMethodName(k.policy.method));
+    FakeRunnerOptions ro;
+    ro.num_blocks = k.num_blocks;
+    EngineConfig ec;
+    ec.max_tokens_per_step = 16;
+    StartEngine(ro, ec);
+    runner_->set_step_delay(absl::Milliseconds(1));
+    auto a = SubmitOk(MakeRequest(Prompt(4), 20));  // 4 * ceil(24 / 4) = 24 blocks
+    ASSERT_TRUE(WaitFor([&] { return runner_->num_steps() >= 3; }));
+    GenerateRequest compressed = MakeRequest(Prompt(50, 2), 3);
+    compressed.kv_policy = k.policy;
+    Collected cc = Collect(*SubmitOk(compressed));
+    ASSERT_TRUE(cc.final.status.ok()) << cc.final.status;
+    EXPECT_EQ(cc.tokens, Expected(Prompt(50, 2), 3));
+    ASSERT_TRUE(Collect(*a).final.status.ok());
+    const auto steps = runner_->steps();
+    const SequenceKv* kv = FirstChunkKv(steps, 50);
+    ASSERT_NE(kv, nullptr);
+    const auto chunks = PromptChunks(steps, kv, 50);
+    ASSERT_EQ(chunks.size(), 1u);
+    EXPECT_TRUE(chunks[0].second);
+    engine_.reset();
+    EXPECT_EQ(runner_->pool().num_used(), 0);
+  }
+}
+
+TEST_F(EngineTest, ChunkedCompressionReservesItsPeakAtAdmission) {
+  // 4 layers, block 4, 64 blocks. a (16 prompt + 24 tokens) reserves 4 * ceil(40 / 4) = 40. c
+  // (50 tokens, pyramidkv B=12, W=4) chunked peaks at 4 * ceil(46 / 4) = 48 blocks of full K/V,
+  // more than the 24 left: c waits for a, although its compressed footprint (16) would fit.
+  FakeRunnerOptions ro;
+  ro.num_blocks = 64;
+  EngineConfig ec;
+  ec.max_tokens_per_step = 16;
+  StartEngine(ro, ec);
+  runner_->set_step_delay(absl::Milliseconds(1));
+  auto a = SubmitOk(MakeRequest(Prompt(16), 24));
+  ASSERT_TRUE(WaitFor([&] { return runner_->num_steps() >= 2; }));
+  GenerateRequest compressed = MakeRequest(Prompt(50, 2), 3);
+  compressed.kv_policy = KvPolicy{.method = KvMethod::kPyramidKv, .budget = 12, .window = 4};
+  auto c = SubmitOk(compressed);
+  ASSERT_TRUE(Collect(*a).final.status.ok());
+  Collected cc = Collect(*c);
+  ASSERT_TRUE(cc.final.status.ok()) << cc.final.status;
+  EXPECT_EQ(cc.tokens, Expected(Prompt(50, 2), 3));
+  const auto steps = runner_->steps();
+  const SequenceKv* c_kv = nullptr;
+  int64_t a_last = -1, c_first = -1;
+  for (size_t i = 0; i < steps.size(); ++i) {
+    for (const auto& s : steps[i].seqs) {
+      if (s.compressing) c_kv = s.kv;
+      if (s.num_tokens == 1 && s.start_position == 16 + 24 - 2) a_last = static_cast<int64_t>(i);
+    }
+  }
+  ASSERT_NE(c_kv, nullptr);
+  for (size_t i = 0; i < steps.size() && c_first < 0; ++i) {
+    for (const auto& s : steps[i].seqs) {
+      if (s.kv == c_kv) c_first = static_cast<int64_t>(i);
+    }
+  }
+  ASSERT_GE(a_last, 0);
+  EXPECT_GT(c_first, a_last);
+  EXPECT_GT(PromptChunks(steps, c_kv, 50).size(), 1u) << "c was chunked";
 }
 
 TEST_F(EngineTest, CancelMidStreamFreesAllBlocks) {
@@ -347,7 +465,8 @@ TEST_F(EngineTest, CancelMidStreamFreesAllBlocks) {
   other->RequestCancel();  // a disconnected client
   Collected o = Collect(*other);
   EXPECT_EQ(o.final.status.code(), absl::StatusCode::kCancelled);
-  EXPECT_TRUE(WaitFor([&] { return engine_->Stats().blocks_used == 0 && engine_->Stats().num_running == 0; }));
+  EXPECT_TRUE(WaitFor(
+      [&] { return engine_->Stats().blocks_used == 0 && engine_->Stats().num_running == 0; }));
   EXPECT_EQ(engine_->Cancel("victim").code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(engine_->Cancel("nobody").code(), absl::StatusCode::kNotFound);
 }
@@ -396,14 +515,18 @@ TEST_F(EngineTest, BackendFaultFailsEverythingWithUnavailable) {
   }
   EXPECT_FALSE(engine_->healthy());
   EXPECT_FALSE(engine_->Stats().healthy);
-  EXPECT_EQ(engine_->Submit(MakeRequest(Prompt(4), 2)).status().code(), absl::StatusCode::kUnavailable);
-  EXPECT_EQ(engine_->CreateSession(SessionRequest(Prompt(8), "o")).status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(engine_->Submit(MakeRequest(Prompt(4), 2)).status().code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_EQ(engine_->CreateSession(SessionRequest(Prompt(8), "o")).status().code(),
+            absl::StatusCode::kUnavailable);
   EXPECT_TRUE(WaitFor([&] { return engine_->Stats().blocks_used == 0; }));
 }
 
 TEST_F(EngineTest, BadDataFailsOnlyItsRequest) {
   FakeRunnerOptions ro;
-  ro.next_token = [](int32_t t, int64_t p) { return static_cast<int32_t>(3 + (7 * t + 3 * p + 5) % 40); };
+  ro.next_token = [](int32_t t, int64_t p) {
+    return static_cast<int32_t>(3 + (7 * t + 3 * p + 5) % 40);
+  };
   StartEngine(ro);
   runner_->set_poison_token(60);  // the runner refuses it, as a real one refuses bad ids
   auto good1 = HoldEngineWith(MakeRequest(Prompt(5), 4));
@@ -484,7 +607,8 @@ TEST_F(EngineTest, ShutdownLetsRunningRequestsFinishWithinGrace) {
     EXPECT_TRUE(c.final.status.ok()) << c.final.status;
     EXPECT_EQ(c.tokens.size(), 20u);
   }
-  EXPECT_EQ(engine_->Submit(MakeRequest(Prompt(4), 2)).status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(engine_->Submit(MakeRequest(Prompt(4), 2)).status().code(),
+            absl::StatusCode::kUnavailable);
   EXPECT_EQ(engine_->DeleteSession("x", "y").code(), absl::StatusCode::kUnavailable);
   engine_->Shutdown(absl::ZeroDuration());  // idempotent
 }

@@ -42,7 +42,8 @@ using KeptIndices = std::vector<std::vector<std::vector<int32_t>>>;
 class RefModel {
  public:
   explicit RefModel(const ModelWeights& w) : w_(w), c_(w.config()) {
-    cache_k_.assign(static_cast<size_t>(c_.num_layers), std::vector<std::vector<float>>(c_.num_kv_heads));
+    cache_k_.assign(static_cast<size_t>(c_.num_layers),
+                    std::vector<std::vector<float>>(c_.num_kv_heads));
     cache_v_ = cache_k_;
     q_.resize(static_cast<size_t>(c_.num_layers));
     k_.resize(static_cast<size_t>(c_.num_layers));
@@ -55,7 +56,8 @@ class RefModel {
     const int64_t t_n = static_cast<int64_t>(tokens.size()), dim = c_.dim, d = c_.head_dim;
     const int64_t hq = c_.num_heads, hk = c_.num_kv_heads, group = hq / hk;
     std::vector<int32_t> pos(tokens.size());
-    for (int64_t i = 0; i < t_n; ++i) pos[static_cast<size_t>(i)] = static_cast<int32_t>(position_ + i);
+    for (int64_t i = 0; i < t_n; ++i)
+      pos[static_cast<size_t>(i)] = static_cast<int32_t>(position_ + i);
     std::vector<float> x(static_cast<size_t>(t_n * dim)), xn(x.size());
     for (int64_t i = 0; i < t_n; ++i) {
       const WeightMatrix& e = w_.token_embedding();
@@ -122,7 +124,8 @@ class RefModel {
     }
     position_ += t_n;
     std::vector<float> last(static_cast<size_t>(dim)), logits(static_cast<size_t>(c_.vocab_size));
-    RmsNorm(x.data() + (t_n - 1) * dim, w_.output_norm().data(), last.data(), 1, dim, c_.rms_norm_eps);
+    RmsNorm(x.data() + (t_n - 1) * dim, w_.output_norm().data(), last.data(), 1, dim,
+            c_.rms_norm_eps);
     MatMulReference(w_.output(), last.data(), 1, logits.data());
     return logits;
   }
@@ -151,7 +154,7 @@ class RefModel {
   const ModelConfig& c_;
   int64_t position_ = 0;
   std::vector<std::vector<std::vector<float>>> cache_k_, cache_v_;  // [layer][kv_head][entry*d]
-  std::vector<std::vector<float>> q_, k_, v_;                        // last step's rows
+  std::vector<std::vector<float>> q_, k_, v_;                       // last step's rows
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -175,20 +178,22 @@ std::string ReadFile(const std::string& path) {
 }
 
 // One layer's stored K (or V) rows of one KV head, in cache order: [entries][d].
-std::vector<float> StoredRows(CpuModelRunner& r, const SequenceKv& kv, int32_t layer, int64_t head, bool values) {
+std::vector<float> StoredRows(CpuModelRunner& r, const SequenceKv& kv, int32_t layer, int64_t head,
+                              bool values) {
   const PagedKvGeometry& g = r.geometry();
   std::vector<float> out;
   for (int64_t e = 0; e < kv.layer_length(layer); ++e) {
     const float* block = r.block_data(kv.block_table(layer)[static_cast<size_t>(e / g.block_size)]);
-    const float* row = block + (values ? g.VOffset(head, e % g.block_size) : g.KOffset(head, e % g.block_size));
+    const float* row =
+        block + (values ? g.VOffset(head, e % g.block_size) : g.KOffset(head, e % g.block_size));
     out.insert(out.end(), row, row + g.head_dim);
   }
   return out;
 }
 
 // For each stored row, the index of the identical (within tol) row of `full`; -1 if none.
-std::vector<int32_t> MatchRows(const std::vector<float>& stored, const std::vector<float>& full, int64_t d,
-                               float tol) {
+std::vector<int32_t> MatchRows(const std::vector<float>& stored, const std::vector<float>& full,
+                               int64_t d, float tol) {
   std::vector<int32_t> idx;
   const int64_t n_full = static_cast<int64_t>(full.size()) / d;
   for (size_t e = 0; e < stored.size() / static_cast<size_t>(d); ++e) {
@@ -196,7 +201,8 @@ std::vector<int32_t> MatchRows(const std::vector<float>& stored, const std::vect
     float best_diff = tol;
     for (int64_t j = 0; j < n_full; ++j) {
       float diff = 0.0f;
-      for (int64_t t = 0; t < d; ++t) diff = std::max(diff, std::fabs(stored[e * d + t] - full[j * d + t]));
+      for (int64_t t = 0; t < d; ++t)
+        diff = std::max(diff, std::fabs(stored[e * d + t] - full[j * d + t]));
       if (diff <= best_diff) {
         best = static_cast<int32_t>(j);
         best_diff = diff;
@@ -227,7 +233,8 @@ class CompressionRunnerTest : public ::testing::Test {
     long_.resize(300);
   }
 
-  std::unique_ptr<CpuModelRunner> MakeRunner(int32_t block_size = 16, int64_t kv_bytes = int64_t{16} << 20,
+  std::unique_ptr<CpuModelRunner> MakeRunner(int32_t block_size = 16,
+                                             int64_t kv_bytes = int64_t{16} << 20,
                                              const ModelWeights* weights = nullptr) {
     RunnerOptions o;
     o.num_threads = 2;
@@ -259,15 +266,15 @@ struct RunOutput {
 };
 
 // Prefill (all logits) then decode `decode` tokens one at a time.
-RunOutput RunSequence(CpuModelRunner& r, SequenceKv& kv, const std::vector<int32_t>& prompt, const KvPolicy* policy,
-              const std::vector<int32_t>& decode) {
+RunOutput RunSequence(CpuModelRunner& r, SequenceKv& kv, const std::vector<int32_t>& prompt,
+                      const KvPolicy* policy, const std::vector<int32_t>& decode) {
   RunOutput out;
   StepSequence s{&kv, prompt, true, policy};
   absl::Status st = r.Step({&s, 1}, out.prefill_logits);
   EXPECT_TRUE(st.ok()) << st;
   for (int32_t t : decode) {
     std::vector<float> logits;
-    StepSequence d{&kv, std::span<const int32_t>(&t, 1), false, policy};
+    StepSequence d{&kv, std::span<const int32_t>(&t, 1), false};
     st = r.Step({&d, 1}, logits);
     EXPECT_TRUE(st.ok()) << st;
     out.decode_logits.push_back(std::move(logits));
@@ -287,17 +294,19 @@ TEST_F(CompressionRunnerTest, FullAndBudgetsAtLeastNAreIdenticalToTheUncompresse
     const RunOutput base = RunSequence(*r, base_kv, *prompt, nullptr, decode);
     r->Release(base_kv);
     std::vector<KvPolicy> policies = {KvPolicy{}};
-    for (KvMethod m : {KvMethod::kPyramidKv, KvMethod::kSnapKv, KvMethod::kH2o, KvMethod::kStreamingLlm}) {
-      policies.push_back(Policy(m, n + 1));     // N < B: nothing compressed
+    for (KvMethod m :
+         {KvMethod::kPyramidKv, KvMethod::kSnapKv, KvMethod::kH2o, KvMethod::kStreamingLlm}) {
+      policies.push_back(Policy(m, n + 1));  // N < B: nothing compressed
       policies.push_back(Policy(m, n + 1000));
-      policies.push_back(Policy(m, n));         // N == B: compresses, but keeps all N in order
+      policies.push_back(Policy(m, n));  // N == B: compresses, but keeps all N in order
       KvPolicy ratio;
       ratio.method = m;
-      ratio.ratio = 1.0;                        // B = N
+      ratio.ratio = 1.0;  // B = N
       policies.push_back(ratio);
     }
     for (const KvPolicy& p : policies) {
-      SCOPED_TRACE(::testing::Message() << KvMethodName(p.method) << " B=" << p.budget << " r=" << p.ratio);
+      SCOPED_TRACE(::testing::Message()
+                   << KvMethodName(p.method) << " B=" << p.budget << " r=" << p.ratio);
       SequenceKv kv = r->NewSequence();
       const RunOutput got = RunSequence(*r, kv, *prompt, &p, decode);
       EXPECT_LE(MaxAbsDiff(got.prefill_logits, base.prefill_logits), 1e-6f);
@@ -305,7 +314,8 @@ TEST_F(CompressionRunnerTest, FullAndBudgetsAtLeastNAreIdenticalToTheUncompresse
       for (size_t i = 0; i < decode.size(); ++i) {
         EXPECT_LE(MaxAbsDiff(got.decode_logits[i], base.decode_logits[i]), 1e-6f) << "decode " << i;
       }
-      for (int32_t l = 0; l < 5; ++l) EXPECT_EQ(kv.layer_length(l), n + static_cast<int64_t>(decode.size()));
+      for (int32_t l = 0; l < 5; ++l)
+        EXPECT_EQ(kv.layer_length(l), n + static_cast<int64_t>(decode.size()));
       EXPECT_EQ(kv.num_positions(), n + static_cast<int64_t>(decode.size()));
       r->Release(kv);
       EXPECT_EQ(r->pool().num_free(), r->pool().num_blocks());
@@ -318,7 +328,8 @@ TEST_F(CompressionRunnerTest, FullAndBudgetsAtLeastNAreIdenticalToTheUncompresse
 // the full rows in ascending position order, window included, exactly the reference's choice),
 // positions and the decode steps after compression. Returns the kept indices.
 KeptIndices CheckCompressedRun(const ModelWeights& weights, CpuModelRunner& r,
-                               const std::vector<int32_t>& prompt, const KvPolicy& policy, int64_t* near_ties) {
+                               const std::vector<int32_t>& prompt, const KvPolicy& policy,
+                               int64_t* near_ties) {
   const ModelConfig& c = weights.config();
   const int64_t n = static_cast<int64_t>(prompt.size()), d = c.head_dim;
   const LayerBudgets budgets = ComputeLayerBudgets(policy, c.num_layers, n);
@@ -350,7 +361,9 @@ KeptIndices CheckCompressedRun(const ModelWeights& weights, CpuModelRunner& r,
 
   RefModel ref(weights);
   const std::vector<float> ref_logits = ref.Step(prompt);
-  EXPECT_LE(MaxAbsDiff(ref_logits, std::span<const float>(logits).last(static_cast<size_t>(c.vocab_size))), 1e-3f);
+  EXPECT_LE(MaxAbsDiff(ref_logits,
+                       std::span<const float>(logits).last(static_cast<size_t>(c.vocab_size))),
+            1e-3f);
 
   KeptIndices kept(static_cast<size_t>(c.num_layers));
   for (int32_t l = 0; l < c.num_layers; ++l) {
@@ -362,7 +375,8 @@ KeptIndices CheckCompressedRun(const ModelWeights& weights, CpuModelRunner& r,
       float kdiff = 0.0f;
       for (int64_t j = 0; j < n; ++j) {
         for (int64_t x = 0; x < d; ++x) {
-          kdiff = std::max(kdiff, std::fabs(full_k[h][j * d + x] - ref.k(l)[(j * c.num_kv_heads + h) * d + x]));
+          kdiff = std::max(
+              kdiff, std::fabs(full_k[h][j * d + x] - ref.k(l)[(j * c.num_kv_heads + h) * d + x]));
         }
       }
       EXPECT_LT(kdiff, 1e-3f) << "layer " << l;
@@ -375,7 +389,8 @@ KeptIndices CheckCompressedRun(const ModelWeights& weights, CpuModelRunner& r,
       EXPECT_TRUE(std::is_sorted(idx.begin(), idx.end())) << "not in ascending position order";
       EXPECT_EQ(std::adjacent_find(idx.begin(), idx.end()), idx.end()) << "a row stored twice";
       for (int64_t j = n - budgets.window; j < n; ++j) {
-        EXPECT_TRUE(std::binary_search(idx.begin(), idx.end(), static_cast<int32_t>(j))) << "window " << j;
+        EXPECT_TRUE(std::binary_search(idx.begin(), idx.end(), static_cast<int32_t>(j)))
+            << "window " << j;
       }
       // V rows come from the same positions as the K rows.
       for (size_t e = 0; e < idx.size(); ++e) {
@@ -422,11 +437,12 @@ KeptIndices CheckCompressedRun(const ModelWeights& weights, CpuModelRunner& r,
   // and attention sees exactly the kept entries (the naive pass with the same cache agrees).
   ref.Compress(kept);
   for (size_t i = 0; i < decode.size(); ++i) {
-    StepSequence ds{&kv, std::span<const int32_t>(&decode[i], 1), false, &policy};
+    StepSequence ds{&kv, std::span<const int32_t>(&decode[i], 1), false};
     st = r.Step({&ds, 1}, logits);
     EXPECT_TRUE(st.ok()) << st;
     EXPECT_EQ(kv.num_positions(), n + static_cast<int64_t>(i) + 1);
-    for (int32_t l = 0; l < c.num_layers; ++l) EXPECT_EQ(kv.layer_length(l), budgets.stored(l) + static_cast<int64_t>(i) + 1);
+    for (int32_t l = 0; l < c.num_layers; ++l)
+      EXPECT_EQ(kv.layer_length(l), budgets.stored(l) + static_cast<int64_t>(i) + 1);
     const std::vector<float> want = ref.Step({decode[i]});
     EXPECT_LE(MaxAbsDiff(logits, want), 1e-3f) << "decode step " << i;
   }
@@ -434,7 +450,8 @@ KeptIndices CheckCompressedRun(const ModelWeights& weights, CpuModelRunner& r,
   const std::vector<float> last_k = ref.k(0);
   const std::vector<float> stored0 = StoredRows(r, kv, 0, 0, false);
   for (int64_t x = 0; x < d; ++x) {
-    EXPECT_NEAR(stored0[stored0.size() - static_cast<size_t>(d) + static_cast<size_t>(x)], last_k[x], 1e-4f);
+    EXPECT_NEAR(stored0[stored0.size() - static_cast<size_t>(d) + static_cast<size_t>(x)],
+                last_k[x], 1e-4f);
   }
 
   r.Release(kv);
@@ -447,7 +464,8 @@ TEST_F(CompressionRunnerTest, PyramidKvOnALongPromptKeepsTheReferenceSelection) 
   int64_t near_ties = 0;
   for (int32_t block_size : {16, 5}) {
     for (BudgetRounding rounding : {BudgetRounding::kExact, BudgetRounding::kOfficial}) {
-      SCOPED_TRACE(::testing::Message() << "block " << block_size << " " << BudgetRoundingName(rounding));
+      SCOPED_TRACE(::testing::Message()
+                   << "block " << block_size << " " << BudgetRoundingName(rounding));
       auto r = MakeRunner(block_size);
       KvPolicy p = Policy(KvMethod::kPyramidKv, 32);
       p.rounding = rounding;
@@ -471,9 +489,10 @@ TEST_F(CompressionRunnerTest, OtherMethodsKeepTheReferenceSelection) {
   KvPolicy ratio;
   ratio.method = KvMethod::kPyramidKv;
   ratio.ratio = 0.2;
-  for (const KvPolicy& p : {Policy(KvMethod::kSnapKv, 40), Policy(KvMethod::kH2o, 40), snap_avg, pyramid_k1,
-                            Policy(KvMethod::kH2o, 64, 1), ratio}) {
-    SCOPED_TRACE(::testing::Message() << KvMethodName(p.method) << " B=" << p.budget << " r=" << p.ratio);
+  for (const KvPolicy& p : {Policy(KvMethod::kSnapKv, 40), Policy(KvMethod::kH2o, 40), snap_avg,
+                            pyramid_k1, Policy(KvMethod::kH2o, 64, 1), ratio}) {
+    SCOPED_TRACE(::testing::Message()
+                 << KvMethodName(p.method) << " B=" << p.budget << " r=" << p.ratio);
     CheckCompressedRun(*weights_, *r, long_, p, &near_ties);
   }
   EXPECT_LE(near_ties, 2);
@@ -483,8 +502,8 @@ TEST_F(CompressionRunnerTest, StreamingLlmKeepsFourSinksAndTheLastBMinus4) {
   int64_t near_ties = 0;
   for (int64_t budget : {32, 5, 77}) {
     auto r = MakeRunner(16);
-    const KeptIndices kept = CheckCompressedRun(*weights_, *r, long_, Policy(KvMethod::kStreamingLlm, budget),
-                                                &near_ties);
+    const KeptIndices kept = CheckCompressedRun(
+        *weights_, *r, long_, Policy(KvMethod::kStreamingLlm, budget), &near_ties);
     std::vector<int32_t> want = {0, 1, 2, 3};
     for (int32_t i = 300 - static_cast<int32_t>(budget - 4); i < 300; ++i) want.push_back(i);
     for (const auto& layer : kept) {
@@ -506,7 +525,8 @@ TEST_F(CompressionRunnerTest, GoldenPromptCompressed) {
   ASSERT_TRUE(r->Step({&s, 1}, logits).ok());
   EXPECT_EQ(Argmax(logits), golden_.full_sequence[48]);
   float m = 0.0f;
-  for (size_t i = 0; i < logits.size(); ++i) m = std::max(m, std::fabs(logits[i] - golden_.logits[47][i]));
+  for (size_t i = 0; i < logits.size(); ++i)
+    m = std::max(m, std::fabs(logits[i] - golden_.logits[47][i]));
   EXPECT_LT(m, 1e-3f);
   r->Release(kv);
   EXPECT_LE(near_ties, 1);
@@ -551,7 +571,7 @@ TEST_F(CompressionRunnerTest, BatchedWithOtherSequencesGivesTheSoloResults) {
   for (int i = 0; i < 3; ++i) kvs.push_back(r->NewSequence());
   std::vector<StepSequence> batch = {{&kvs[1], long_, false, nullptr},
                                      {&kvs[0], long_, false, &pyr},
-                                     {&dec, std::span<const int32_t>(&next, 1), false, &pyr},  // not fresh: ignored
+                                     {&dec, std::span<const int32_t>(&next, 1), false, nullptr},
                                      {&kvs[2], short_prompt, false, &h2o}};
   ASSERT_TRUE(r->Step(batch, logits).ok());
   const size_t vocab = 512;
@@ -570,10 +590,12 @@ TEST_F(CompressionRunnerTest, BatchedWithOtherSequencesGivesTheSoloResults) {
   }
   EXPECT_EQ(kvs[2].layer_length(0), 20);
   EXPECT_EQ(kvs[1].layer_length(3), 300);
-  for (int32_t l = 0; l < 5; ++l) EXPECT_EQ(dec.layer_length(l), 48);  // the decode appended one entry
+  for (int32_t l = 0; l < 5; ++l)
+    EXPECT_EQ(dec.layer_length(l), 48);  // the decode appended one entry
   // The decode step matches the golden logits.
   float m = 0.0f;
-  for (size_t i = 0; i < vocab; ++i) m = std::max(m, std::fabs(logits[2 * vocab + i] - golden_.logits[47][i]));
+  for (size_t i = 0; i < vocab; ++i)
+    m = std::max(m, std::fabs(logits[2 * vocab + i] - golden_.logits[47][i]));
   EXPECT_LT(m, 1e-3f);
   for (auto& kv : kvs) r->Release(kv);
   r->Release(dec);
@@ -647,10 +669,12 @@ TEST_F(CompressionRunnerTest, GenerateReportsKvStats) {
   ratio.ratio = 0.1;
   auto full = Generate(*r, *tokenizer_, long_, sp, 0, KvPolicy{});
   ASSERT_TRUE(full.ok()) << full.status();
-  for (const KvPolicy& p : {KvPolicy{}, Policy(KvMethod::kPyramidKv, 32), official, Policy(KvMethod::kSnapKv, 64),
-                            Policy(KvMethod::kH2o, 50, 2), Policy(KvMethod::kStreamingLlm, 40), ratio,
-                            Policy(KvMethod::kSnapKv, 1000)}) {
-    SCOPED_TRACE(::testing::Message() << KvMethodName(p.method) << " B=" << p.budget << " r=" << p.ratio);
+  for (const KvPolicy& p :
+       {KvPolicy{}, Policy(KvMethod::kPyramidKv, 32), official, Policy(KvMethod::kSnapKv, 64),
+        Policy(KvMethod::kH2o, 50, 2), Policy(KvMethod::kStreamingLlm, 40), ratio,
+        Policy(KvMethod::kSnapKv, 1000)}) {
+    SCOPED_TRACE(::testing::Message()
+                 << KvMethodName(p.method) << " B=" << p.budget << " r=" << p.ratio);
     auto res = Generate(*r, *tokenizer_, long_, sp, 0, p);
     ASSERT_TRUE(res.ok()) << res.status();
     EXPECT_EQ(res->output_ids.size(), 6u);
@@ -681,6 +705,115 @@ TEST_F(CompressionRunnerTest, GenerateReportsKvStats) {
   }
 }
 
+// Feeds `prompt` in chunks of `chunks` tokens; the last chunk carries `policy`. Returns the logits
+// of every prompt position.
+std::vector<float> RunChunked(CpuModelRunner& r, SequenceKv& kv, const std::vector<int32_t>& prompt,
+                              const KvPolicy& policy, const std::vector<int64_t>& chunks) {
+  std::vector<float> all, logits;
+  int64_t at = 0;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    const bool last = i + 1 == chunks.size();
+    StepSequence s{&kv,
+                   std::span<const int32_t>(prompt).subspan(static_cast<size_t>(at),
+                                                            static_cast<size_t>(chunks[i])),
+                   true, last ? &policy : nullptr};
+    const absl::Status st = r.Step({&s, 1}, logits);
+    EXPECT_TRUE(st.ok()) << st;
+    all.insert(all.end(), logits.begin(), logits.end());
+    at += chunks[i];
+  }
+  EXPECT_EQ(at, static_cast<int64_t>(prompt.size()));
+  return all;
+}
+
+TEST_F(CompressionRunnerTest, ChunkedPrefillKeepsWhatTheOneStepPrefillKeeps) {
+  // Earlier chunks write full K/V to the pool; the last chunk scores every entry and keeps the
+  // same rows as compressing the whole prompt in one step, then frees the temporary blocks.
+  const std::vector<std::vector<int64_t>> schedules = {
+      {100, 100, 100}, {7, 150, 143}, {292, 8}, {1, 299}};
+  KvPolicy snap_avg = Policy(KvMethod::kSnapKv, 48, 16);
+  snap_avg.pooling = KvPooling::kAvg;
+  for (int32_t bs : {16, 5}) {
+    auto r = MakeRunner(bs);
+    for (const KvPolicy& p : {Policy(KvMethod::kPyramidKv, 32), Policy(KvMethod::kSnapKv, 40),
+                              snap_avg, Policy(KvMethod::kStreamingLlm, 40)}) {
+      SequenceKv one = r->NewSequence();
+      StepSequence s{&one, long_, true, &p};
+      std::vector<float> one_logits;
+      ASSERT_TRUE(r->Step({&s, 1}, one_logits).ok());
+      const int32_t used_one = r->pool().num_used();
+      for (const std::vector<int64_t>& chunks : schedules) {
+        if (chunks.back() < p.window && p.method != KvMethod::kStreamingLlm) continue;
+        SCOPED_TRACE(::testing::Message()
+                     << "block " << bs << " " << KvMethodName(p.method) << " B=" << p.budget
+                     << " chunks " << chunks.size() << " last " << chunks.back());
+        SequenceKv kv = r->NewSequence();
+        const std::vector<float> logits = RunChunked(*r, kv, long_, p, chunks);
+        EXPECT_LE(MaxAbsDiff(logits, one_logits), 1e-4f);
+        EXPECT_EQ(r->pool().num_used(), 2 * used_one)
+            << "the temporary full-K/V blocks are returned";
+        EXPECT_EQ(kv.num_positions(), 300);
+        for (int32_t l = 0; l < 5; ++l) {
+          ASSERT_EQ(kv.layer_length(l), one.layer_length(l)) << l;
+          for (int64_t h = 0; h < 4; ++h) {
+            for (bool values : {false, true}) {
+              EXPECT_LE(
+                  MaxAbsDiff(StoredRows(*r, kv, l, h, values), StoredRows(*r, one, l, h, values)),
+                  1e-5f)
+                  << "layer " << l << " head " << h;
+            }
+          }
+        }
+        // Decoding continues identically.
+        for (int32_t t : {5, 77}) {
+          std::vector<float> a, b;
+          StepSequence da{&one, std::span<const int32_t>(&t, 1), false};
+          StepSequence db{&kv, std::span<const int32_t>(&t, 1), false};
+          ASSERT_TRUE(r->Step({&da, 1}, a).ok());
+          ASSERT_TRUE(r->Step({&db, 1}, b).ok());
+          EXPECT_LE(MaxAbsDiff(a, b), 1e-4f);
+        }
+        r->Release(kv);
+        // Roll `one` back to its compressed prompt for the next schedule.
+        for (int32_t l = 0; l < 5; ++l) one.Truncate(r->pool(), l, one.layer_length(l) - 2);
+        one.set_num_positions(300);
+      }
+      r->Release(one);
+      EXPECT_EQ(r->pool().num_free(), r->pool().num_blocks());
+    }
+  }
+}
+
+TEST_F(CompressionRunnerTest, ChunkedCompressionRefusesStepsItCannotScore) {
+  auto r = MakeRunner(16);
+  std::vector<float> logits;
+  const std::span<const int32_t> prompt(long_);
+  SequenceKv kv = r->NewSequence();
+  StepSequence first{&kv, prompt.first(200), false};
+  ASSERT_TRUE(r->Step({&first, 1}, logits).ok());
+  const int32_t used = r->pool().num_used();
+  const auto expect_refused = [&](const KvPolicy& p, std::span<const int32_t> tokens) {
+    StepSequence s{&kv, tokens, false, &p};
+    const absl::Status st = r->Step({&s, 1}, logits);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+    EXPECT_EQ(r->pool().num_used(), used);
+    EXPECT_EQ(kv.num_positions(), 200);
+    for (int32_t l = 0; l < 5; ++l) EXPECT_EQ(kv.layer_length(l), 200);
+  };
+  expect_refused(Policy(KvMethod::kH2o, 40), prompt.subspan(200));  // h2o needs every query
+  expect_refused(Policy(KvMethod::kSnapKv, 40, 16),
+                 prompt.subspan(200, 15));  // less than the window
+  StepSequence rest{&kv, prompt.subspan(200), false, nullptr};
+  const KvPolicy p = Policy(KvMethod::kSnapKv, 40);
+  rest.policy = &p;
+  ASSERT_TRUE(r->Step({&rest, 1}, logits).ok());
+  // A compressed cache is no uncompressed prefix: compressing again is refused.
+  const int32_t t = 9;
+  StepSequence again{&kv, std::span<const int32_t>(&t, 1), false, &p};
+  EXPECT_EQ(r->Step({&again, 1}, logits).code(), absl::StatusCode::kInvalidArgument);
+  r->Release(kv);
+}
+
 // Other GQA shapes and head sizes, on random-weight models.
 TEST(CompressionRandomModelTest, GqaShapesKeepTheReferenceSelection) {
   const auto dir = std::filesystem::temp_directory_path() / "funnel_compression_runner_test";
@@ -690,7 +823,8 @@ TEST(CompressionRandomModelTest, GqaShapesKeepTheReferenceSelection) {
   };
   int64_t near_ties = 0;
   for (const Shape sh : {Shape{96, 8, 2}, Shape{64, 4, 1}, Shape{48, 4, 4}}) {
-    SCOPED_TRACE(::testing::Message() << sh.heads << "/" << sh.kv_heads << " heads, dim " << sh.dim);
+    SCOPED_TRACE(::testing::Message()
+                 << sh.heads << "/" << sh.kv_heads << " heads, dim " << sh.dim);
     RandomModelSpec spec;
     spec.num_layers = 3;
     spec.dim = sh.dim;
@@ -698,7 +832,9 @@ TEST(CompressionRandomModelTest, GqaShapesKeepTheReferenceSelection) {
     spec.num_kv_heads = sh.kv_heads;
     spec.ffn_dim = 80;
     spec.seed = static_cast<uint64_t>(sh.dim + sh.heads);
-    const std::string path = (dir / ("m" + std::to_string(sh.dim) + "_" + std::to_string(sh.kv_heads) + ".gguf")).string();
+    const std::string path =
+        (dir / ("m" + std::to_string(sh.dim) + "_" + std::to_string(sh.kv_heads) + ".gguf"))
+            .string();
     ASSERT_TRUE(WriteRandomModel(spec, path).ok());
     auto w = ModelWeights::Open(path);
     ASSERT_TRUE(w.ok()) << w.status();

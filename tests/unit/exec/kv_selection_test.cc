@@ -53,6 +53,7 @@ SelectionInput Input(const Problem& p, int64_t kv_head, KvMethod method, KvPooli
   in.pooling = pooling;
   in.kernel = kernel;
   in.q = p.q.data();
+  in.q_rows = p.n;
   in.keys = p.keys[static_cast<size_t>(kv_head)].data();
   in.n = p.n;
   in.num_heads = p.num_heads;
@@ -96,7 +97,8 @@ int64_t ExpectMatchesReference(const std::vector<int32_t>& got, const RefSelecti
     EXPECT_LT(i, n);
   }
   const std::set<int32_t> g(got.begin(), got.end());
-  for (int64_t i = n - window; i < n; ++i) EXPECT_TRUE(g.count(static_cast<int32_t>(i))) << "window " << i;
+  for (int64_t i = n - window; i < n; ++i)
+    EXPECT_TRUE(g.count(static_cast<int32_t>(i))) << "window " << i;
   if (got == ref.kept) return 0;
   std::vector<int32_t> diff;
   std::set_symmetric_difference(got.begin(), got.end(), ref.kept.begin(), ref.kept.end(),
@@ -146,12 +148,13 @@ TEST(KvSelectionTest, RandomInputsMatchTheBruteForceReference) {
           for (int64_t selected : {int64_t{0}, int64_t{1}, prefix / 3 + 1, prefix - 1, prefix}) {
             if (selected < 0 || selected > prefix) continue;
             for (int64_t h = 0; h < sh.kv_heads; ++h) {
-              const std::vector<int32_t> got =
-                  SelectKeptIndices(Input(p, h, sc.method, sc.pooling, sc.kernel, window, selected), h, scratch);
-              const RefSelection ref = Reference(p, h, sc.method, sc.pooling, sc.kernel, window, selected);
+              const std::vector<int32_t> got = SelectKeptIndices(
+                  Input(p, h, sc.method, sc.pooling, sc.kernel, window, selected), h, scratch);
+              const RefSelection ref =
+                  Reference(p, h, sc.method, sc.pooling, sc.kernel, window, selected);
               const std::string what =
-                  ::testing::PrintToString(std::vector<int64_t>{sh.heads, sh.kv_heads, sh.head_dim, n, window,
-                                                                selected, h, sc.kernel}) +
+                  ::testing::PrintToString(std::vector<int64_t>{
+                      sh.heads, sh.kv_heads, sh.head_dim, n, window, selected, h, sc.kernel}) +
                   " " + MethodString(sc.method) + (sc.pooling == KvPooling::kMax ? " max" : " avg");
               mismatched += ExpectMatchesReference(got, ref, n, window, selected, what) > 0;
               ++cases;
@@ -163,7 +166,8 @@ TEST(KvSelectionTest, RandomInputsMatchTheBruteForceReference) {
   }
   EXPECT_GT(cases, 2000);
   // Near-ties between fp32 and fp64 are allowed but must stay rare on random data.
-  EXPECT_LE(mismatched, cases / 200) << mismatched << " of " << cases << " cases differ (near-ties)";
+  EXPECT_LE(mismatched, cases / 200)
+      << mismatched << " of " << cases << " cases differ (near-ties)";
   RecordProperty("near_tie_cases", static_cast<int>(mismatched));
 }
 
@@ -174,7 +178,8 @@ TEST(KvSelectionTest, EachKvHeadUsesItsOwnQueryGroup) {
   Problem p = RandomProblem(n, 8, 2, d, 99, 0.05f);
   for (int64_t kv = 0; kv < 2; ++kv) {
     for (int64_t j = 0; j < n; ++j) {
-      for (int64_t t = 0; t < d; ++t) p.keys[kv][j * d + t] = 0.01f * static_cast<float>((j * 7 + t) % 5);
+      for (int64_t t = 0; t < d; ++t)
+        p.keys[kv][j * d + t] = 0.01f * static_cast<float>((j * 7 + t) % 5);
       const bool a = j < 10, b = j >= 20 && j < 30;
       if (a) p.keys[kv][j * d + 0] = 4.0f;
       if (b) p.keys[kv][j * d + 1] = 4.0f;
@@ -185,8 +190,10 @@ TEST(KvSelectionTest, EachKvHeadUsesItsOwnQueryGroup) {
   }
   SelectionScratch scratch;
   for (KvMethod m : {KvMethod::kSnapKv, KvMethod::kPyramidKv}) {
-    const std::vector<int32_t> g0 = SelectKeptIndices(Input(p, 0, m, KvPooling::kMax, 1, w, 10), 0, scratch);
-    const std::vector<int32_t> g1 = SelectKeptIndices(Input(p, 1, m, KvPooling::kMax, 1, w, 10), 1, scratch);
+    const std::vector<int32_t> g0 =
+        SelectKeptIndices(Input(p, 0, m, KvPooling::kMax, 1, w, 10), 0, scratch);
+    const std::vector<int32_t> g1 =
+        SelectKeptIndices(Input(p, 1, m, KvPooling::kMax, 1, w, 10), 1, scratch);
     std::vector<int32_t> want0, want1;
     for (int32_t i = 0; i < 10; ++i) want0.push_back(i);
     for (int32_t i = 20; i < 30; ++i) want1.push_back(i);
@@ -201,8 +208,9 @@ TEST(KvSelectionTest, EachKvHeadUsesItsOwnQueryGroup) {
   }
   // H2O's early keys collect mass from the short causal rows, so only compare with the reference.
   for (int64_t kv = 0; kv < 2; ++kv) {
-    EXPECT_EQ(SelectKeptIndices(Input(p, kv, KvMethod::kH2o, KvPooling::kMax, 1, w, 10), kv, scratch),
-              Reference(p, kv, KvMethod::kH2o, KvPooling::kMax, 1, w, 10).kept);
+    EXPECT_EQ(
+        SelectKeptIndices(Input(p, kv, KvMethod::kH2o, KvPooling::kMax, 1, w, 10), kv, scratch),
+        Reference(p, kv, KvMethod::kH2o, KvPooling::kMax, 1, w, 10).kept);
   }
 }
 
@@ -216,7 +224,8 @@ TEST(KvSelectionTest, AllEqualScoresGoToTheLowerIndex) {
         std::fill(p.q.begin(), p.q.end(), 0.0f);
       } else {
         for (auto& k : p.keys) {
-          for (int64_t j = 1; j < n; ++j) std::copy_n(k.begin(), sh.head_dim, k.begin() + j * sh.head_dim);
+          for (int64_t j = 1; j < n; ++j)
+            std::copy_n(k.begin(), sh.head_dim, k.begin() + j * sh.head_dim);
         }
       }
       SelectionScratch scratch;
@@ -227,24 +236,34 @@ TEST(KvSelectionTest, AllEqualScoresGoToTheLowerIndex) {
           for (int32_t i = prefix; i < n; ++i) want.push_back(i);
           // Max pooling and H2O (earlier keys collect more mass): the first `sel` prefix entries.
           for (int32_t kernel : {1, 3, 7}) {
-            EXPECT_EQ(SelectKeptIndices(Input(p, h, KvMethod::kSnapKv, KvPooling::kMax, kernel, w, sel), h, scratch),
-                      want) << sel << " " << kernel;
+            EXPECT_EQ(
+                SelectKeptIndices(Input(p, h, KvMethod::kSnapKv, KvPooling::kMax, kernel, w, sel),
+                                  h, scratch),
+                want)
+                << sel << " " << kernel;
           }
-          EXPECT_EQ(SelectKeptIndices(Input(p, h, KvMethod::kPyramidKv, KvPooling::kAvg, 1, w, sel), h, scratch),
+          EXPECT_EQ(SelectKeptIndices(Input(p, h, KvMethod::kPyramidKv, KvPooling::kAvg, 1, w, sel),
+                                      h, scratch),
                     want);
-          EXPECT_EQ(SelectKeptIndices(Input(p, h, KvMethod::kH2o, KvPooling::kMax, 7, w, sel), h, scratch), want);
+          EXPECT_EQ(SelectKeptIndices(Input(p, h, KvMethod::kH2o, KvPooling::kMax, 7, w, sel), h,
+                                      scratch),
+                    want);
           // Avg pooling counts the padding as zeros, so the edges lose: kernel 7 pads 3 on each
           // side; interior ties go to the lower index.
           std::vector<int32_t> avg;
           for (int32_t i = 3; i < 3 + std::min<int64_t>(sel, prefix - 6); ++i) avg.push_back(i);
-          if (sel > prefix - 6) {  // then the edges, the less-penalised ones first, lower index on ties
-            const int32_t order[] = {2, static_cast<int32_t>(prefix - 3), 1, static_cast<int32_t>(prefix - 2), 0,
-                                     static_cast<int32_t>(prefix - 1)};
+          if (sel >
+              prefix - 6) {  // then the edges, the less-penalised ones first, lower index on ties
+            const int32_t order[] = {2, static_cast<int32_t>(prefix - 3),
+                                     1, static_cast<int32_t>(prefix - 2),
+                                     0, static_cast<int32_t>(prefix - 1)};
             for (int64_t e = 0; e < sel - (prefix - 6); ++e) avg.push_back(order[e]);
           }
           std::sort(avg.begin(), avg.end());
           for (int32_t i = prefix; i < n; ++i) avg.push_back(i);
-          EXPECT_EQ(SelectKeptIndices(Input(p, h, KvMethod::kSnapKv, KvPooling::kAvg, 7, w, sel), h, scratch), avg)
+          EXPECT_EQ(SelectKeptIndices(Input(p, h, KvMethod::kSnapKv, KvPooling::kAvg, 7, w, sel), h,
+                                      scratch),
+                    avg)
               << sel;
           EXPECT_EQ(avg, Reference(p, h, KvMethod::kSnapKv, KvPooling::kAvg, 7, w, sel).kept);
         }
@@ -291,13 +310,15 @@ TEST(KvSelectionTest, EdgesOfSelectedAndWindow) {
   SelectionScratch scratch;
   std::vector<int32_t> all(n);
   for (int32_t i = 0; i < n; ++i) all[i] = i;
-  for (KvMethod m : {KvMethod::kSnapKv, KvMethod::kPyramidKv, KvMethod::kH2o, KvMethod::kStreamingLlm}) {
+  for (KvMethod m :
+       {KvMethod::kSnapKv, KvMethod::kPyramidKv, KvMethod::kH2o, KvMethod::kStreamingLlm}) {
     SCOPED_TRACE(KvMethodName(m));
     for (int64_t h = 0; h < 2; ++h) {
       // selected = 0: the window only.
       for (int64_t w : {1, 8, 36}) {
         std::vector<int32_t> window_only(all.end() - w, all.end());
-        EXPECT_EQ(SelectKeptIndices(Input(p, h, m, KvPooling::kMax, 7, w, 0), h, scratch), window_only);
+        EXPECT_EQ(SelectKeptIndices(Input(p, h, m, KvPooling::kMax, 7, w, 0), h, scratch),
+                  window_only);
       }
       // selected = prefix: everything, in order.
       for (int64_t w : {1, 8, 36}) {
@@ -314,7 +335,8 @@ TEST(KvSelectionTest, FullKeepsEverything) {
   SelectionScratch scratch;
   std::vector<int32_t> all(37);
   for (int32_t i = 0; i < 37; ++i) all[i] = i;
-  EXPECT_EQ(SelectKeptIndices(Input(p, 0, KvMethod::kFull, KvPooling::kMax, 7, 8, 5), 0, scratch), all);
+  EXPECT_EQ(SelectKeptIndices(Input(p, 0, KvMethod::kFull, KvPooling::kMax, 7, 8, 5), 0, scratch),
+            all);
   EXPECT_EQ(Reference(p, 0, KvMethod::kFull, KvPooling::kMax, 7, 8, 5).kept, all);
 }
 
@@ -332,6 +354,24 @@ TEST(KvSelectionTest, StreamingLlmKeepsSinksAndTheMostRecentIgnoringScores) {
         in.q = nullptr;  // needs no scores at all
         EXPECT_EQ(SelectKeptIndices(in, h, scratch), want);
         EXPECT_EQ(Reference(p, h, KvMethod::kStreamingLlm, KvPooling::kMax, 7, w, 4).kept, want);
+      }
+    }
+  }
+}
+
+TEST(KvSelectionTest, WindowMethodsNeedOnlyTheLastQueryRows) {
+  // A chunked prefill has only its last chunk's query rows; snapkv / pyramidkv read the window's.
+  const Problem p = RandomProblem(97, 8, 2, 16, 5);
+  const int64_t q_stride = p.num_heads * p.head_dim;
+  SelectionScratch scratch;
+  for (KvMethod m : {KvMethod::kSnapKv, KvMethod::kPyramidKv}) {
+    for (int64_t rows : {9, 10, 40}) {
+      for (int64_t h = 0; h < 2; ++h) {
+        const SelectionInput all = Input(p, h, m, KvPooling::kMax, 7, 9, 20);
+        SelectionInput tail = all;
+        tail.q = p.q.data() + (p.n - rows) * q_stride;
+        tail.q_rows = rows;
+        EXPECT_EQ(SelectKeptIndices(tail, h, scratch), SelectKeptIndices(all, h, scratch)) << rows;
       }
     }
   }
@@ -370,7 +410,8 @@ TEST(KvSelectionTest, PoolingHappensPerQueryHeadBeforeTheGroupAverage) {
     p.q[(pos * 2 + 1) * d + 1] = 2.0f;
   }
   SelectionScratch scratch;
-  const std::vector<int32_t> got = SelectKeptIndices(Input(p, 0, KvMethod::kSnapKv, KvPooling::kMax, 5, w, 1), 0, scratch);
+  const std::vector<int32_t> got =
+      SelectKeptIndices(Input(p, 0, KvMethod::kSnapKv, KvPooling::kMax, 5, w, 1), 0, scratch);
   EXPECT_EQ(got, (std::vector<int32_t>{12, 36, 37, 38, 39}));
   EXPECT_EQ(Reference(p, 0, KvMethod::kSnapKv, KvPooling::kMax, 5, w, 1).kept, got);
 }

@@ -133,6 +133,32 @@ TEST(SequenceKvTest, GrowBeyondCapacityFailsAndChangesNothing) {
   EXPECT_EQ(pool.num_free(), 6);
 }
 
+TEST(SequenceKvTest, TruncateKeepsThePrefixAndFreesTheBlocksPastIt) {
+  BlockPool pool(32);
+  SequenceKv seq(2, 4);
+  ASSERT_TRUE(seq.Grow(pool, 0, 23).ok());  // 6 blocks
+  ASSERT_TRUE(seq.Grow(pool, 1, 8).ok());   // 2 blocks
+  const std::vector<BlockId> before = Table(seq, 0);
+  seq.Truncate(pool, 0, 9);  // 3 blocks
+  EXPECT_EQ(seq.layer_length(0), 9);
+  EXPECT_EQ(Table(seq, 0), std::vector<BlockId>(before.begin(), before.begin() + 3));
+  EXPECT_EQ(pool.num_used(), 5);
+  seq.Truncate(pool, 0, 9);  // no-op
+  EXPECT_EQ(pool.num_used(), 5);
+  seq.Truncate(pool, 1, 0);
+  EXPECT_EQ(seq.layer_length(1), 0);
+  EXPECT_TRUE(seq.block_table(1).empty());
+  EXPECT_EQ(pool.num_used(), 3);
+  // A shared block survives its truncation by one owner.
+  SequenceKv fork = seq.Fork(pool);
+  fork.Truncate(pool, 0, 4);
+  EXPECT_EQ(pool.num_used(), 3);
+  seq.Release(pool);
+  EXPECT_EQ(pool.num_used(), 1);
+  fork.Release(pool);
+  EXPECT_EQ(pool.num_used(), 0);
+}
+
 TEST(SequenceKvTest, ReleaseReturnsEveryBlock) {
   BlockPool pool(50);
   SequenceKv a(3, 3), b(3, 3);
