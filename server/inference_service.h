@@ -1,11 +1,22 @@
-// funnel.v1.Inference on gRPC's synchronous API: each RPC runs on a gRPC thread. Generate
-// validates and converts the request (auth → input → sampling → KV policy), submits it to the
-// engine and streams the engine's OutputStream: one message per token, then the final message.
-// It polls the call for cancellation between events (client gone, deadline passed) and then asks
-// the engine to drop the request, which frees its KV blocks at the next step.
+// funnel.v1.Inference. Generate, Cancel and the read-only unary RPCs run on gRPC's callback API;
+// CreateSession and DeleteSession wait for the engine thread (a whole prefill, or one step) and
+// so stay on the synchronous API, where blocking holds a thread of gRPC's sync pool rather than
+// one of the few callback threads.
 //
-// Thread rules: every method may run on any gRPC thread at once; the engine, encoder, auth and
-// metrics are thread-safe and must outlive the service.
+// Generate validates and converts the request (auth → input → sampling → KV policy), submits it
+// to the engine and streams the engine's OutputStream through a GenerateReactor: one message per
+// token as the engine produces it (at most one write in flight; later tokens wait in order), then
+// the final message and the status. A client that cancels, goes away or passes its deadline
+// (OnCancel, or a failed write) makes the reactor ask the engine to drop the request at once;
+// its KV blocks are freed at the next engine step.
+//
+// OutputStream has no notification hook, so each streaming request has one forwarder thread
+// blocked in OutputStream::Next that hands the events to its reactor (no polling).
+//
+// Thread rules: every RPC method may run on any gRPC thread at once; the engine, encoder, auth
+// and metrics are thread-safe and must outlive the service, and the grpc::Server must be shut
+// down before the service is destroyed. A forwarder thread may outlive its call (it waits for
+// the engine's final event) but touches nothing of the service once the call is done.
 #pragma once
 
 #include <atomic>
@@ -35,6 +46,7 @@ struct ServedModelInfo {
   int32_t num_layers = 0;
   int32_t block_size = 0;
   int64_t block_bytes = 0;
+  int64_t pool_blocks = 0;  // KV pool size (fixed; the engine's stats lag its start)
   KvPolicy default_kv_policy;
   std::string replica_id;
   int32_t max_num_seqs = 0;
@@ -43,7 +55,13 @@ struct ServedModelInfo {
   std::string chat_template;  // "" when the model's is not recognised
 };
 
-class InferenceService final : public v1::Inference::Service {
+// The methods on the callback API (see the file comment); the others stay synchronous.
+using InferenceServiceBase = v1::Inference::WithCallbackMethod_Generate<
+    v1::Inference::WithCallbackMethod_Cancel<v1::Inference::WithCallbackMethod_GetSession<
+        v1::Inference::WithCallbackMethod_ListSessions<v1::Inference::WithCallbackMethod_ListModels<
+            v1::Inference::WithCallbackMethod_GetServerInfo<v1::Inference::Service>>>>>>;
+
+class InferenceService final : public InferenceServiceBase {
  public:
   InferenceService(Engine* engine, const PromptEncoder* encoder, const ApiKeyAuth* auth,
                    ServerMetrics* metrics, ServedModelInfo info);
@@ -51,24 +69,34 @@ class InferenceService final : public v1::Inference::Service {
   // From now on new Generate and CreateSession calls fail with UNAVAILABLE.
   void StartDraining() { draining_.store(true); }
 
-  grpc::Status Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
-                        grpc::ServerWriter<v1::GenerateResponse>* writer) override;
-  grpc::Status Cancel(grpc::ServerContext* context, const v1::CancelRequest* request,
-                      v1::CancelResponse* response) override;
+  // Callback API.
+  grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
+      grpc::CallbackServerContext* context, const v1::GenerateRequest* request) override;
+  grpc::ServerUnaryReactor* Cancel(grpc::CallbackServerContext* context,
+                                   const v1::CancelRequest* request,
+                                   v1::CancelResponse* response) override;
+  grpc::ServerUnaryReactor* GetSession(grpc::CallbackServerContext* context,
+                                       const v1::GetSessionRequest* request,
+                                       v1::Session* response) override;
+  grpc::ServerUnaryReactor* ListSessions(grpc::CallbackServerContext* context,
+                                         const v1::ListSessionsRequest* request,
+                                         v1::ListSessionsResponse* response) override;
+  grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* context,
+                                       const v1::ListModelsRequest* request,
+                                       v1::ListModelsResponse* response) override;
+  grpc::ServerUnaryReactor* GetServerInfo(grpc::CallbackServerContext* context,
+                                          const v1::GetServerInfoRequest* request,
+                                          v1::ServerInfo* response) override;
+
+  // Synchronous API: both block until the engine thread has done them.
   grpc::Status CreateSession(grpc::ServerContext* context, const v1::CreateSessionRequest* request,
                              v1::Session* response) override;
-  grpc::Status GetSession(grpc::ServerContext* context, const v1::GetSessionRequest* request,
-                          v1::Session* response) override;
-  grpc::Status ListSessions(grpc::ServerContext* context, const v1::ListSessionsRequest* request,
-                            v1::ListSessionsResponse* response) override;
   grpc::Status DeleteSession(grpc::ServerContext* context, const v1::DeleteSessionRequest* request,
                              v1::DeleteSessionResponse* response) override;
-  grpc::Status ListModels(grpc::ServerContext* context, const v1::ListModelsRequest* request,
-                          v1::ListModelsResponse* response) override;
-  grpc::Status GetServerInfo(grpc::ServerContext* context, const v1::GetServerInfoRequest* request,
-                             v1::ServerInfo* response) override;
 
  private:
+  class GenerateReactor;
+
   // Per-request bookkeeping of one Generate call.
   struct Call {
     std::string id;
@@ -76,28 +104,42 @@ class InferenceService final : public v1::Inference::Service {
     absl::Time start;
     std::optional<absl::Time> first_token;
     int64_t tokens = 0;
+    std::vector<int32_t> prompt;  // the ids fed, echoed in the final message
   };
 
-  absl::StatusOr<std::string> Authenticate(const grpc::ServerContext& context) const;
+  absl::StatusOr<std::string> Authenticate(const grpc::ServerContextBase& context) const;
   absl::StatusOr<std::string> AssignId(const std::string& requested);
   absl::StatusOr<std::vector<int32_t>> EncodeInput(const v1::GenerateRequest& request) const;
   absl::StatusOr<GenerateRequest> BuildRequest(const v1::GenerateRequest& request, Call& call,
-                                               const grpc::ServerContext& context);
-  grpc::Status StreamEvents(grpc::ServerContext* context, OutputStream& stream, Call& call,
-                            const std::vector<int32_t>& prompt,
-                            grpc::ServerWriter<v1::GenerateResponse>* writer);
-  grpc::Status Finish(const FinalEvent& final, Call& call, const std::vector<int32_t>& prompt,
-                      grpc::ServerWriter<v1::GenerateResponse>* writer);
-  void StopRequest(Call& call, OutputStream& stream);
+                                               const grpc::ServerContextBase& context);
+  // Validates and submits: the running request's stream, or the status to refuse the call with
+  // (already logged and counted).
+  absl::StatusOr<std::shared_ptr<OutputStream>> StartGenerate(
+      const grpc::ServerContextBase& context, const v1::GenerateRequest& request, Call& call);
+  // Logs and records the end of a request that reached its FinalEvent. When the status is OK,
+  // `msg` holds the final message to send before finishing.
+  grpc::Status EndRequest(const FinalEvent& final, Call& call, v1::GenerateResponse* msg);
+  // Asks the engine to drop a running request (client gone, deadline, Cancel before attach).
+  void StopRequest(const std::string& id, OutputStream& stream);
   absl::StatusOr<std::vector<int32_t>> EncodeSessionContext(
       const v1::CreateSessionRequest& request) const;
   void FillModel(v1::Model* model) const;
-  grpc::Status Reject(const std::string& id, const absl::Status& status);
+  absl::Status Reject(const std::string& id, const absl::Status& status);
   // Reserves a request id for `owner` before submission; false when it is already live.
   bool Reserve(const std::string& id, const std::string& owner);
   // Attaches the submitted stream; true when a Cancel arrived in between.
   bool Attach(const std::string& id, std::shared_ptr<OutputStream> stream);
   void Unregister(const std::string& id);
+
+  // The bodies of the unary callback methods.
+  grpc::Status DoCancel(const grpc::ServerContextBase& context, const v1::CancelRequest& request);
+  grpc::Status DoGetSession(const grpc::ServerContextBase& context,
+                            const v1::GetSessionRequest& request, v1::Session* response);
+  grpc::Status DoListSessions(const grpc::ServerContextBase& context,
+                              v1::ListSessionsResponse* response);
+  grpc::Status DoListModels(const grpc::ServerContextBase& context,
+                            v1::ListModelsResponse* response);
+  grpc::Status DoGetServerInfo(const grpc::ServerContextBase& context, v1::ServerInfo* response);
 
   Engine* engine_;
   const PromptEncoder* encoder_;

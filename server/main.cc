@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -48,6 +49,13 @@ struct Model {
   std::unique_ptr<Engine> engine;
 };
 
+// What durable session files record of the weights: the file's name and size.
+std::string ModelFingerprint(const std::string& path) {
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(path, ec);
+  return absl::StrCat(std::filesystem::path(path).filename().string(), ":", ec ? 0 : size);
+}
+
 absl::StatusOr<Model> LoadModel(const ServerConfig& config) {
   Model m;
   auto weights = ModelWeights::Open(config.model_path);
@@ -59,7 +67,9 @@ absl::StatusOr<Model> LoadModel(const ServerConfig& config) {
   auto runner = CpuModelRunner::Create(*m.weights, config.runner);
   if (!runner.ok()) return runner.status();
   m.runner = std::move(*runner);
-  auto engine = Engine::Create(config.engine, m.runner.get(), m.tokenizer.get());
+  EngineConfig engine_config = config.engine;
+  engine_config.model_fingerprint = ModelFingerprint(config.model_path);
+  auto engine = Engine::Create(engine_config, m.runner.get(), m.tokenizer.get());
   if (!engine.ok()) return engine.status();
   m.engine = std::move(*engine);
   return m;
@@ -82,6 +92,7 @@ ServedModelInfo MakeInfo(const ServerConfig& config, const Model& model,
   info.num_layers = mc.num_layers;
   info.block_size = model.runner->block_size();
   info.block_bytes = model.runner->block_bytes();
+  info.pool_blocks = model.runner->pool().num_blocks();
   info.default_kv_policy = config.engine.default_kv_policy;
   info.replica_id = config.engine.replica_id;
   info.max_num_seqs = config.engine.max_num_seqs;
@@ -121,8 +132,10 @@ std::unique_ptr<grpc::Server> StartGrpc(const ServerConfig& config, InferenceSer
                            bound_port);
   builder.RegisterService(service);
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
-  // Sync handlers hold a thread per RPC: allow every runnable and queued request plus headroom
-  // for unary calls; beyond that gRPC answers RESOURCE_EXHAUSTED.
+  // Generate and the quick unary methods run on the callback API (no gRPC thread per call; the
+  // engine's queue bounds streams). The sync pool serves CreateSession, DeleteSession and
+  // reflection, each holding a thread while it runs: cap it like the engine's own capacity;
+  // beyond that gRPC answers RESOURCE_EXHAUSTED.
   grpc::ResourceQuota quota("funnel-server");
   quota.SetMaxThreads(config.engine.max_num_seqs + config.engine.max_queue + 64);
   builder.SetResourceQuota(quota);
@@ -234,7 +247,7 @@ int Serve(const ServerConfig& config, const sigset_t& signals) {
   }
   spdlog::info("serving {} ({}) with {} threads, {} KV blocks of {} tokens, default kv {}",
                info.served_name, model->weights->config().Summary(), config.runner.num_threads,
-               engine.Stats().blocks_total, info.block_size,
+               info.pool_blocks, info.block_size,
                KvMethodName(config.engine.default_kv_policy.method));
 
   const int sig = WaitForSignal(signals, engine, *server, ready);

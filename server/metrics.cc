@@ -11,7 +11,7 @@
 namespace funnel {
 
 void Counter::Increment(double by) {
-  if (by < 0) return;  // counters never go down
+  if (!(by >= 0)) return;  // counters never go down (NaN is dropped too)
   value_.fetch_add(by, std::memory_order_relaxed);
 }
 
@@ -116,7 +116,7 @@ std::string MetricsRegistry::Render() const {
   for (const auto& collect : collectors_) collect();
   std::string out;
   for (const auto& f : families_) {
-    absl::StrAppend(&out, "# HELP ", f->name, " ", f->help, "\n");
+    absl::StrAppend(&out, "# HELP ", f->name, " ", EscapeHelp(f->help), "\n");
     absl::StrAppend(&out, "# TYPE ", f->name, " ", f->type, "\n");
     if (f->counter)
       absl::StrAppend(&out, f->name, " ", FormatMetricValue(f->counter->value()), "\n");
@@ -144,6 +144,21 @@ std::string FormatMetricValue(double v) {
     if (std::strtod(s.c_str(), nullptr) == v) return s;
   }
   return absl::StrFormat("%.17g", v);
+}
+
+std::string EscapeHelp(const std::string& help) {
+  std::string out;
+  out.reserve(help.size());
+  for (char c : help) {
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out += c;
+    }
+  }
+  return out;
 }
 
 std::string EscapeLabelValue(const std::string& v) {

@@ -108,5 +108,7 @@ class MetricsRegistry {
 std::string FormatMetricValue(double v);
 // Escapes a label value (backslash, double quote, newline).
 std::string EscapeLabelValue(const std::string& v);
+// Escapes HELP text (backslash, newline).
+std::string EscapeHelp(const std::string& help);
 
 }  // namespace funnel

@@ -31,7 +31,7 @@ const char kServerUsage[] =
     "  --port-file PATH          write the bound gRPC port there once serving\n"
     "  --admin-port N            HTTP port; 0 = ephemeral, -1 = disabled (default 8081)\n"
     "  --admin-port-file PATH    write the bound admin port there once serving\n"
-    "  --threads N               CPU compute threads (default: all cores)\n"
+    "  --threads N               CPU compute threads, 1 to 256 (default: all cores)\n"
     "  --kv-method M             default KV policy: full|pyramidkv|snapkv|streamingllm|h2o\n"
     "                            (default full)\n"
     "  --kv-budget B             entries kept per layer on average, window included\n"
@@ -42,16 +42,19 @@ const char kServerUsage[] =
     "  --kv-beta B               PyramidKV steepness, >= 1 (default 20)\n"
     "  --kv-rounding exact|official  per-layer budget rounding (default exact)\n"
     "  --kv-cache-bytes B        KV pool size, e.g. 1G, 512M (default 1G)\n"
-    "  --block-size N            KV entries per block (default 16)\n"
+    "  --block-size N            KV entries per block, 1 to 1024 (default 16)\n"
     "  --max-num-seqs N          sequences running at once (default 64)\n"
     "  --max-queue N             waiting requests; beyond: RESOURCE_EXHAUSTED (default 256)\n"
     "  --max-prompt-tokens N     longest prompt; 0 = the model's context (default 0)\n"
     "  --max-tokens-per-step N   prompt tokens admitted per engine step (default 2048)\n"
     "  --max-sessions N          live sessions (default 1024)\n"
     "  --session-ttl SECONDS     default session time to live (default 3600)\n"
+    "  --session-dir DIR         durable sessions: written there when created or appended,\n"
+    "                            reloaded at start (default: none, sessions live in memory)\n"
     "  --api-key-file PATH       one key per line ('#' comments); clients send metadata\n"
     "                            'authorization: Bearer <key>'. Absent: open access\n"
-    "  --replica-id ID           replica name embedded in session ids, [A-Za-z0-9_.] (default r0)\n"
+    "  --replica-id ID           replica name embedded in session ids: 1 to 64 of [A-Za-z0-9_.-]\n"
+    "                            (default r0)\n"
     "  --served-model-name NAME  model id reported to clients (default: general.name)\n"
     "  --chat-template NAME      chat template instead of the model's own:\n"
     "                            chatml|llama2|llama3|mistral|plain|zephyr\n"
@@ -88,6 +91,7 @@ const std::set<std::string>& KnownFlags() {
                                                        "max-tokens-per-step",
                                                        "max-sessions",
                                                        "session-ttl",
+                                                       "session-dir",
                                                        "api-key-file",
                                                        "replica-id",
                                                        "served-model-name",
@@ -194,21 +198,28 @@ absl::Status ParseListen(const Flags& f, ServerConfig& c) {
   return absl::OkStatus();
 }
 
-absl::Status ParseKvDefaults(const Flags& f, KvPolicy& p) {
-  if (auto v = f.Get("kv-method")) {
-    ASSIGN_OR_RETURN(p.method, ParseKvMethod(*v));
+// `parse`'s error, prefixed with the flag's name.
+template <typename T, typename Parse>
+absl::Status ParseEnumFlag(const Flags& f, const std::string& name, Parse parse, T& out) {
+  std::optional<std::string> v = f.Get(name);
+  if (!v) return absl::OkStatus();
+  absl::StatusOr<T> parsed = parse(*v);
+  if (!parsed.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--", name, ": ", parsed.status().message()));
   }
+  out = *parsed;
+  return absl::OkStatus();
+}
+
+absl::Status ParseKvDefaults(const Flags& f, KvPolicy& p) {
+  RETURN_IF_ERROR(ParseEnumFlag(f, "kv-method", ParseKvMethod, p.method));
   ASSIGN_OR_RETURN(p.budget, f.GetInt("kv-budget", 0, 1, std::numeric_limits<int32_t>::max()));
   ASSIGN_OR_RETURN(p.ratio, f.GetDouble("kv-ratio", 0.0, 1e-9, 1.0));
   ASSIGN_OR_RETURN(p.window, f.GetInt("kv-window", p.window, 1, 1 << 20));
-  if (auto v = f.Get("kv-pooling")) {
-    ASSIGN_OR_RETURN(p.pooling, ParseKvPooling(*v));
-  }
+  RETURN_IF_ERROR(ParseEnumFlag(f, "kv-pooling", ParseKvPooling, p.pooling));
   ASSIGN_OR_RETURN(p.kernel, f.GetInt("kv-kernel", p.kernel, 1, 1023));
   ASSIGN_OR_RETURN(p.beta, f.GetDouble("kv-beta", p.beta, 1.0, 1e6));
-  if (auto v = f.Get("kv-rounding")) {
-    ASSIGN_OR_RETURN(p.rounding, ParseBudgetRounding(*v));
-  }
+  RETURN_IF_ERROR(ParseEnumFlag(f, "kv-rounding", ParseBudgetRounding, p.rounding));
   if (absl::Status s = p.Validate(); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("--kv-*: ", s.message()));
   }
@@ -218,8 +229,10 @@ absl::Status ParseKvDefaults(const Flags& f, KvPolicy& p) {
 absl::Status ParseEngine(const Flags& f, ServerConfig& c) {
   const int64_t kMaxInt = std::numeric_limits<int32_t>::max();
   const int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
-  ASSIGN_OR_RETURN(c.runner.num_threads, f.GetInt("threads", cores, 1, 1024));
-  ASSIGN_OR_RETURN(c.runner.block_size, f.GetInt("block-size", c.runner.block_size, 1, 4096));
+  // Ranges are RunnerOptions::Validate's, so that the error names the flag.
+  ASSIGN_OR_RETURN(c.runner.num_threads,
+                   f.GetInt("threads", std::min<int64_t>(cores, 256), 1, 256));
+  ASSIGN_OR_RETURN(c.runner.block_size, f.GetInt("block-size", c.runner.block_size, 1, 1024));
   if (auto v = f.Get("kv-cache-bytes")) {
     auto bytes = ParseByteSize(*v);
     if (!bytes.ok())
@@ -239,7 +252,18 @@ absl::Status ParseEngine(const Flags& f, ServerConfig& c) {
   ASSIGN_OR_RETURN(double ttl, f.GetDouble("session-ttl", absl::ToDoubleSeconds(e.session_ttl),
                                            1e-3, 365.0 * 86400));
   e.session_ttl = absl::Seconds(ttl);
-  if (auto v = f.Get("replica-id")) e.replica_id = *v;
+  e.session_dir = f.Get("session-dir").value_or("");
+  if (f.Get("session-dir") && e.session_dir.empty()) {
+    return absl::InvalidArgumentError("--session-dir is empty");
+  }
+  if (auto v = f.Get("replica-id")) {
+    EngineConfig probe;
+    probe.replica_id = *v;
+    if (absl::Status s = probe.Validate(); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--replica-id: ", s.message()));
+    }
+    e.replica_id = *v;
+  }
   return e.Validate();
 }
 

@@ -6,7 +6,7 @@ namespace funnel {
 namespace {
 
 // One per call: remembers whether the request message failed to deserialize, then rewrites the
-// INTERNAL status gRPC sends for that.
+// status gRPC sends for that (INTERNAL from a sync handler, UNIMPLEMENTED from a callback one).
 class UnparsableRequestInterceptor final : public grpc::experimental::Interceptor {
  public:
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
@@ -17,7 +17,7 @@ class UnparsableRequestInterceptor final : public grpc::experimental::Intercepto
     }
     if (unparsable_ &&
         methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS) &&
-        methods->GetSendStatus().error_code() == grpc::StatusCode::INTERNAL) {
+        !methods->GetSendStatus().ok()) {
       methods->ModifySendStatus(UnparsableRequestStatus());
     }
     methods->Proceed();

@@ -1,6 +1,7 @@
 // A server interceptor that answers requests gRPC could not deserialize (for example a proto3
 // string field holding bytes that are not UTF-8) with INVALID_ARGUMENT instead of gRPC's
-// INTERNAL, so that bad client input is reported as such (DESIGN.md section 9).
+// INTERNAL (sync handlers) or UNIMPLEMENTED (callback handlers), so that bad client input is
+// reported as such (DESIGN.md section 9).
 //
 // Install with ServerBuilder::experimental().SetInterceptorCreators().
 #pragma once

@@ -12,6 +12,7 @@
 #include "runtime/engine/engine_loop.h"
 #include "runtime/engine/inbox.h"
 #include "runtime/engine/kv_footprint.h"
+#include "runtime/engine/session_persister.h"
 #include "runtime/engine/shared_state.h"
 #include "runtime/exec/prefill_compression.h"
 #include "runtime/kv/layer_budget.h"
@@ -57,10 +58,13 @@ absl::Status ValidateIds(std::span<const int32_t> ids, const EngineLimits& limit
 
 class Engine::Impl {
  public:
-  Impl(const EngineConfig& config, ModelRunner* runner, const Tokenizer* tokenizer)
+  Impl(const EngineConfig& config, ModelRunner* runner, const Tokenizer* tokenizer,
+       std::unique_ptr<SessionPersister> persister)
       : config_(config),
         limits_(MakeLimits(config, *runner)),
-        loop_(config, limits_, runner, tokenizer, &inbox_, &shared_) {
+        persister_(std::move(persister)),
+        loop_(config, limits_, runner, tokenizer, &inbox_, &shared_, persister_.get()) {
+    loop_.RestoreSessions();
     thread_ = std::thread([this] { loop_.Run(); });
   }
   ~Impl() { Shutdown(absl::ZeroDuration()); }
@@ -89,6 +93,7 @@ class Engine::Impl {
   const EngineLimits limits_;
   Inbox inbox_;
   SharedState shared_;
+  std::unique_ptr<SessionPersister> persister_;  // null: sessions in memory only
   EngineLoop loop_;
   std::thread thread_;
   std::atomic<int64_t> next_request_id_{1};
@@ -292,6 +297,7 @@ void Engine::Impl::Shutdown(absl::Duration grace) {
   EngineCommand command = ShutdownCommand{absl::Now() + std::max(grace, absl::ZeroDuration())};
   inbox_.Push(command);  // fails only if the loop already stopped
   thread_.join();
+  if (persister_ != nullptr) persister_->Flush();  // every session write is on disk
 }
 
 // ---- Engine --------------------------------------------------------------------------------
@@ -308,7 +314,12 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineConfig& confi
     return absl::FailedPreconditionError(
         "the runner's KV pool must be empty when the engine starts");
   }
-  return std::unique_ptr<Engine>(new Engine(std::make_unique<Impl>(config, runner, tokenizer)));
+  std::unique_ptr<SessionPersister> persister;
+  if (!config.session_dir.empty()) {
+    ASSIGN_OR_RETURN(persister, SessionPersister::Open(config.session_dir));
+  }
+  return std::unique_ptr<Engine>(
+      new Engine(std::make_unique<Impl>(config, runner, tokenizer, std::move(persister))));
 }
 
 Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

@@ -53,6 +53,11 @@
 //    only the sequences that cause it (the step is retried one sequence at a time); token ids
 //    are validated at Submit so that this stays exceptional. Any other runner error is a backend
 //    fault: the engine is dead.
+//  - Durable sessions (config.session_dir): a session is written to its file when created and
+//    after each append, each use is recorded (idle TTL), and the file is removed when the session
+//    is deleted or expires. Create reloads the directory's sessions of this model into the pool
+//    before serving. Shutdown waits for pending writes; a backend fault or a shutdown keeps the
+//    files.
 //  - GetSession/ListSessions read a copy the engine thread publishes after every change, so they
 //    do not wait for a step; another owner's session is NOT_FOUND.
 //  - Cancel / OutputStream::RequestCancel / deadlines take effect at the next step boundary: the

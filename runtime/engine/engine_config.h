@@ -18,7 +18,14 @@ struct EngineConfig {
   int64_t max_tokens_per_step = 2048;  // prompt tokens admitted per step (decodes always run)
   absl::Duration session_ttl = absl::Hours(1);  // default TTL of sessions
   int32_t max_sessions = 1024;
-  std::string replica_id = "r0";       // embedded in session ids ("sess-<replica>-<16 hex>"); [A-Za-z0-9_.-]
+  // Durable sessions: a directory where each session is written when created or appended and
+  // from which sessions are reloaded at start (session_persister.h). Empty: memory only.
+  std::string session_dir;
+  // Identifies the model weights (e.g. path, size, hash) in the session files, so that files of
+  // another model are skipped; the cache layout is added to it by the engine.
+  std::string model_fingerprint;
+  std::string replica_id =
+      "r0";  // embedded in session ids ("sess-<replica>-<16 hex>"); [A-Za-z0-9_.-]
 
   absl::Status Validate() const;
 };

@@ -36,7 +36,8 @@ std::vector<int64_t> LayerLengths(const SequenceKv& kv) {
 }  // namespace
 
 EngineLoop::EngineLoop(const EngineConfig& config, const EngineLimits& limits, ModelRunner* runner,
-                       const Tokenizer* tokenizer, Inbox* inbox, SharedState* shared)
+                       const Tokenizer* tokenizer, Inbox* inbox, SharedState* shared,
+                       SessionPersister* persister)
     : config_(config),
       limits_(limits),
       runner_(runner),
@@ -45,11 +46,64 @@ EngineLoop::EngineLoop(const EngineConfig& config, const EngineLimits& limits, M
       shared_(shared),
       scheduler_(SchedulerLimits{config.max_num_seqs, config.max_tokens_per_step}),
       sessions_(runner, config.replica_id, config.max_sessions, std::random_device{}()),
+      persister_(persister),
+      fingerprint_(absl::StrFormat("%s|layers=%d|entry_floats=%d|vocab=%d",
+                                   config.model_fingerprint, limits.num_layers,
+                                   runner->entry_floats(), limits.vocab_size)),
       rng_(std::random_device{}()) {}
 
 EngineLoop::~EngineLoop() {
   // Run() normally empties everything; this covers a loop that never ran.
   if (!stopped_) Stop();
+}
+
+void EngineLoop::RestoreSessions() {
+  if (persister_ == nullptr) return;
+  const absl::Time now = absl::Now();
+  int restored = 0;
+  for (SessionRecord& rec : persister_->LoadAll(fingerprint_)) {
+    if (rec.expires <= now) {
+      persister_->Remove(rec.id);
+      continue;
+    }
+    absl::StatusOr<SequenceKv> kv = runner_->ImportSequence(rec.layers, rec.num_positions);
+    absl::StatusOr<Session*> s =
+        kv.ok() ? sessions_.Restore(rec.id, std::move(*kv), std::move(rec.tokens), rec.policy,
+                                    rec.owner, rec.ttl, rec.created, rec.expires)
+                : absl::StatusOr<Session*>(kv.status());
+    if (!s.ok()) {
+      spdlog::warn("session {} not restored: {}", rec.id, s.status().ToString());
+      continue;
+    }
+    PublishSession(**s);
+    ++restored;
+  }
+  PublishStats();
+  spdlog::info("restored {} sessions from {}", restored, config_.session_dir);
+}
+
+void EngineLoop::PersistSession(const Session& s) {
+  if (persister_ == nullptr) return;
+  SessionRecord rec;
+  rec.fingerprint = fingerprint_;
+  rec.id = s.id;
+  rec.owner = s.owner;
+  rec.policy = s.policy;
+  rec.created = s.created;
+  rec.expires = s.expires;
+  rec.ttl = s.ttl;
+  rec.tokens = s.tokens;
+  rec.num_positions = s.kv.num_positions();
+  rec.entry_floats = runner_->entry_floats();
+  rec.layers.resize(static_cast<size_t>(s.kv.num_layers()));
+  for (int32_t l = 0; l < s.kv.num_layers(); ++l) {
+    runner_->ExportLayer(s.kv, l, rec.layers[static_cast<size_t>(l)]);
+  }
+  persister_->Save(s.id, EncodeSessionRecord(rec));
+}
+
+void EngineLoop::TouchSession(const std::string& id) {
+  if (persister_ != nullptr) persister_->Touch(id);
 }
 
 void EngineLoop::Run() {
@@ -133,6 +187,7 @@ void EngineLoop::HandleDelete(DeleteSessionCommand& command) {
   // pending append finds no session at its end and only releases its fork.
   sessions_.Remove(command.session_id);
   shared_->EraseSession(command.session_id);
+  if (persister_ != nullptr) persister_->Remove(command.session_id);
   PublishStats();
   spdlog::debug("session {} deleted", command.session_id);
   command.done.set_value(absl::OkStatus());
@@ -141,6 +196,7 @@ void EngineLoop::HandleDelete(DeleteSessionCommand& command) {
 void EngineLoop::ExpireSessions(absl::Time now) {
   for (const std::string& id : sessions_.Expire(now)) {
     shared_->EraseSession(id);
+    if (persister_ != nullptr) persister_->Remove(id);
     spdlog::info("session {} expired", id);
   }
 }
@@ -207,6 +263,7 @@ void EngineLoop::Start(ActiveRequest& r) {
     r.session_tokens = s->kv.num_positions();
     ++s->active_requests;
     s->expires = std::max(s->expires, now + s->ttl);
+    TouchSession(s->id);
     if (r.request.sampling.repetition_penalty != 1.0f) {
       r.penalty_prompt = s->tokens;
       r.penalty_prompt.insert(r.penalty_prompt.end(), r.request.prompt.begin(),
@@ -364,6 +421,7 @@ void EngineLoop::CompleteSession(ActiveRequest& r) {
     return;
   }
   PublishSession(**s);
+  PersistSession(**s);
   PublishStats();  // before answering, so that the caller sees the session in Stats()
   SessionInfo info = sessions_.Describe(**s);
   spdlog::debug("session {} created: {} tokens, {} KV bytes, prefill {:.1f} ms", info.session_id,
@@ -387,6 +445,7 @@ void EngineLoop::CommitAppend(ActiveRequest& r, bool last_token_fed) {
   }
   sessions_.Replace(*s, std::move(*r.kv), turn);
   r.kv.reset();
+  PersistSession(*s);
 }
 
 // ---- Ending requests -----------------------------------------------------------------------
@@ -412,6 +471,7 @@ void EngineLoop::ReleaseKv(ActiveRequest& r) {
   if (r.phase != RequestPhase::kWaiting) {
     --session.active_requests;
     session.expires = absl::Now() + session.ttl;
+    TouchSession(session.id);
   }
   if (r.holds_append) session.append_pending = false;
   PublishSession(session);

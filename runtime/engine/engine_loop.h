@@ -17,6 +17,7 @@
 #include "runtime/engine/engine_limits.h"
 #include "runtime/engine/inbox.h"
 #include "runtime/engine/scheduler.h"
+#include "runtime/engine/session_persister.h"
 #include "runtime/engine/session_store.h"
 #include "runtime/engine/shared_state.h"
 #include "runtime/exec/model_runner.h"
@@ -26,12 +27,17 @@ namespace funnel {
 
 class EngineLoop final : private AdmissionControl {
  public:
-  // Every pointer must outlive the loop.
+  // Every pointer must outlive the loop; `persister` may be null (sessions in memory only).
   EngineLoop(const EngineConfig& config, const EngineLimits& limits, ModelRunner* runner,
-             const Tokenizer* tokenizer, Inbox* inbox, SharedState* shared);
+             const Tokenizer* tokenizer, Inbox* inbox, SharedState* shared,
+             SessionPersister* persister);
   ~EngineLoop() override;
 
-  // Runs until a ShutdownCommand has been honoured; every request and session is gone then.
+  // Loads the persisted sessions into the pool (before Run, on the thread that creates the
+  // engine). Files that are expired are removed; ones that do not fit are skipped with a warning.
+  void RestoreSessions();
+  // Runs until a ShutdownCommand has been honoured; every request and session is gone then (the
+  // persisted session files stay).
   void Run();
 
  private:
@@ -70,6 +76,9 @@ class EngineLoop final : private AdmissionControl {
   void Stop();
   absl::Duration IdleTimeout(absl::Time now) const;
   void PublishSession(const Session& session);
+  // Durable sessions (no-ops without a persister): write the whole session, record a use.
+  void PersistSession(const Session& session);
+  void TouchSession(const std::string& id);
   void PublishStats();
 
   const EngineConfig config_;
@@ -80,6 +89,8 @@ class EngineLoop final : private AdmissionControl {
   SharedState* shared_;
   Scheduler scheduler_;
   SessionStore sessions_;
+  SessionPersister* persister_;
+  const std::string fingerprint_;  // model + cache layout, stored in session files
   std::mt19937_64 rng_;
 
   bool draining_ = false;

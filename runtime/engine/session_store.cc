@@ -6,8 +6,12 @@
 
 namespace funnel {
 
-SessionStore::SessionStore(ModelRunner* runner, std::string replica_id, int32_t max_sessions, uint64_t seed)
-    : runner_(runner), replica_id_(std::move(replica_id)), max_sessions_(max_sessions), rng_(seed) {}
+SessionStore::SessionStore(ModelRunner* runner, std::string replica_id, int32_t max_sessions,
+                           uint64_t seed)
+    : runner_(runner),
+      replica_id_(std::move(replica_id)),
+      max_sessions_(max_sessions),
+      rng_(seed) {}
 
 SessionStore::~SessionStore() { Clear(); }
 
@@ -36,6 +40,34 @@ absl::StatusOr<Session*> SessionStore::Add(SequenceKv kv, std::vector<int32_t> t
             .expires = now + ttl,
             .ttl = ttl};
   auto [it, inserted] = sessions_.emplace(id, std::move(s));
+  return &it->second;
+}
+
+absl::StatusOr<Session*> SessionStore::Restore(std::string id, SequenceKv kv,
+                                               std::vector<int32_t> tokens, const KvPolicy& policy,
+                                               const std::string& owner, absl::Duration ttl,
+                                               absl::Time created, absl::Time expires) {
+  absl::Status refused;
+  if (size() >= max_sessions_) {
+    refused = absl::ResourceExhaustedError(
+        absl::StrFormat("too many sessions (max_sessions = %d)", max_sessions_));
+  } else if (sessions_.contains(id) || !id.starts_with("sess-")) {
+    refused =
+        absl::InvalidArgumentError(absl::StrFormat("session id '%s' is taken or malformed", id));
+  }
+  if (!refused.ok()) {
+    runner_->Release(kv);
+    return refused;
+  }
+  Session s{.id = id,
+            .owner = owner,
+            .kv = std::move(kv),
+            .tokens = std::move(tokens),
+            .policy = policy,
+            .created = created,
+            .expires = expires,
+            .ttl = ttl};
+  auto [it, inserted] = sessions_.emplace(std::move(id), std::move(s));
   return &it->second;
 }
 
@@ -99,7 +131,8 @@ SessionInfo SessionStore::Describe(const Session& s) const {
   info.session_id = s.id;
   info.owner = s.owner;
   info.tokens = s.kv.num_positions();
-  for (int32_t l = 0; l < s.kv.num_layers(); ++l) info.per_layer_tokens.push_back(s.kv.layer_length(l));
+  for (int32_t l = 0; l < s.kv.num_layers(); ++l)
+    info.per_layer_tokens.push_back(s.kv.layer_length(l));
   info.kv_bytes = s.kv.num_blocks() * runner_->block_bytes();
   info.kv_policy = s.policy;
   info.created = s.created;

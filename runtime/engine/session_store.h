@@ -45,6 +45,12 @@ class SessionStore {
   // Takes `kv` as a new session. RESOURCE_EXHAUSTED (and `kv` released) when max_sessions exist.
   absl::StatusOr<Session*> Add(SequenceKv kv, std::vector<int32_t> tokens, const KvPolicy& policy,
                                const std::string& owner, absl::Duration ttl, absl::Time now);
+  // Takes `kv` as a session restored from disk under its own id. InvalidArgument when the id is
+  // taken or not of this store's form, RESOURCE_EXHAUSTED when max_sessions exist; `kv` is
+  // released on error.
+  absl::StatusOr<Session*> Restore(std::string id, SequenceKv kv, std::vector<int32_t> tokens,
+                                   const KvPolicy& policy, const std::string& owner,
+                                   absl::Duration ttl, absl::Time created, absl::Time expires);
   // The live session `id` (not expired at `now`, or in use), or null.
   Session* Find(const std::string& id, absl::Time now);
   // The session `id` even if expired, or null.

@@ -386,4 +386,42 @@ void CpuModelRunner::ComputeLogits(std::span<const StepSequence> batch,
   MatMul(weights_.output(), xn_.data(), out_rows, logits.data(), threads_, matmul_workspace_);
 }
 
+void CpuModelRunner::ExportLayer(const SequenceKv& kv, int32_t layer, std::vector<float>& out) {
+  const PagedKvGeometry& g = geometry_;
+  std::span<const BlockId> table = kv.block_table(layer);
+  for (int64_t e = 0; e < kv.layer_length(layer); ++e) {
+    const float* block = block_data(table[static_cast<size_t>(e / g.block_size)]);
+    const int64_t slot = e % g.block_size;
+    for (int64_t h = 0; h < g.num_kv_heads; ++h) {
+      out.insert(out.end(), block + g.KOffset(h, slot), block + g.KOffset(h, slot) + g.head_dim);
+    }
+    for (int64_t h = 0; h < g.num_kv_heads; ++h) {
+      out.insert(out.end(), block + g.VOffset(h, slot), block + g.VOffset(h, slot) + g.head_dim);
+    }
+  }
+}
+
+absl::StatusOr<SequenceKv> CpuModelRunner::ImportSequence(
+    std::span<const std::vector<float>> layers, int64_t num_positions) {
+  ASSIGN_OR_RETURN(const std::vector<int64_t> lengths, ImportedLengths(layers, num_positions));
+  ASSIGN_OR_RETURN(SequenceKv kv,
+                   SequenceKv::Allocate(pool_, options_.block_size, lengths, num_positions));
+  const PagedKvGeometry& g = geometry_;
+  for (int32_t l = 0; l < kv.num_layers(); ++l) {
+    std::span<const BlockId> table = kv.block_table(l);
+    const float* in = layers[static_cast<size_t>(l)].data();
+    for (int64_t e = 0; e < lengths[static_cast<size_t>(l)]; ++e) {
+      float* block = block_data(table[static_cast<size_t>(e / g.block_size)]);
+      const int64_t slot = e % g.block_size;
+      for (int64_t h = 0; h < g.num_kv_heads; ++h, in += g.head_dim) {
+        std::copy_n(in, g.head_dim, block + g.KOffset(h, slot));
+      }
+      for (int64_t h = 0; h < g.num_kv_heads; ++h, in += g.head_dim) {
+        std::copy_n(in, g.head_dim, block + g.VOffset(h, slot));
+      }
+    }
+  }
+  return kv;
+}
+
 }  // namespace funnel

@@ -50,6 +50,11 @@ class CpuModelRunner final : public ModelRunner {
   // Milliseconds the last Step spent choosing and writing the kept entries (all layers).
   double last_step_compress_ms() const { return compress_ms_; }
 
+  int64_t entry_floats() const override { return 2 * geometry_.num_kv_heads * geometry_.head_dim; }
+  void ExportLayer(const SequenceKv& kv, int32_t layer, std::vector<float>& out) override;
+  absl::StatusOr<SequenceKv> ImportSequence(std::span<const std::vector<float>> layers,
+                                            int64_t num_positions) override;
+
   BlockPool& pool() override { return pool_; }
   const ModelConfig& config() const override { return weights_.config(); }
   int32_t block_size() const override { return options_.block_size; }

@@ -188,4 +188,10 @@ int64_t FakeModelRunner::num_steps() const {
   return static_cast<int64_t>(steps_.size());
 }
 
+absl::StatusOr<SequenceKv> FakeModelRunner::ImportSequence(
+    std::span<const std::vector<float>> layers, int64_t num_positions) {
+  ASSIGN_OR_RETURN(const std::vector<int64_t> lengths, ImportedLengths(layers, num_positions));
+  return SequenceKv::Allocate(pool_, options_.block_size, lengths, num_positions);
+}
+
 }  // namespace funnel

@@ -60,6 +60,13 @@ class FakeModelRunner final : public ModelRunner {
   absl::Status Step(std::span<const StepSequence> batch, std::vector<float>& logits) override;
   SequenceKv NewSequence() const override;
   void Release(SequenceKv& kv) override { kv.Release(pool_); }
+  // No K/V is stored: exports are zeros of the right size; imports allocate blocks only.
+  int64_t entry_floats() const override { return entry_bytes() / int64_t{sizeof(float)}; }
+  void ExportLayer(const SequenceKv& kv, int32_t layer, std::vector<float>& out) override {
+    out.resize(out.size() + static_cast<size_t>(kv.layer_length(layer) * entry_floats()), 0.0f);
+  }
+  absl::StatusOr<SequenceKv> ImportSequence(std::span<const std::vector<float>> layers,
+                                            int64_t num_positions) override;
   BlockPool& pool() override { return pool_; }
   const ModelConfig& config() const override { return config_; }
   int32_t block_size() const override { return options_.block_size; }

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "runtime/kv/block_pool.h"
 #include "runtime/kv/kv_policy.h"
 #include "runtime/kv/sequence_kv.h"
@@ -44,12 +45,42 @@ class ModelRunner {
   // Returns a sequence's blocks to the pool.
   virtual void Release(SequenceKv& kv) = 0;
 
+  // Persistence of a cache (durable sessions). One entry of one layer is entry_floats() floats:
+  // the K rows, then the V rows, of every KV head ([2][kv_heads][head_dim] on the CPU backend).
+  virtual int64_t entry_floats() const = 0;
+  // Appends the entries of `layer` of `kv`, in cache order, to `out`.
+  virtual void ExportLayer(const SequenceKv& kv, int32_t layer, std::vector<float>& out) = 0;
+  // A new sequence at `num_positions` whose layer l holds layers[l] ([entries][entry_floats]).
+  // ResourceExhausted (nothing allocated) when the pool lacks the blocks; InvalidArgument when
+  // the shapes do not fit this model.
+  virtual absl::StatusOr<SequenceKv> ImportSequence(std::span<const std::vector<float>> layers,
+                                                    int64_t num_positions) = 0;
+
   virtual BlockPool& pool() = 0;
   virtual const ModelConfig& config() const = 0;
   virtual int32_t block_size() const = 0;
   // Bytes of one pool block, and of one KV entry of one layer (K and V for all KV heads).
   virtual int64_t block_bytes() const = 0;
   int64_t entry_bytes() const { return block_bytes() / block_size(); }
+
+ protected:
+  // The per-layer entry counts of an ImportSequence argument, checked against this model.
+  absl::StatusOr<std::vector<int64_t>> ImportedLengths(std::span<const std::vector<float>> layers,
+                                                       int64_t num_positions) const {
+    if (static_cast<int64_t>(layers.size()) != config().num_layers) {
+      return absl::InvalidArgumentError("imported cache has the wrong number of layers");
+    }
+    std::vector<int64_t> lengths;
+    for (const std::vector<float>& layer : layers) {
+      const int64_t n = static_cast<int64_t>(layer.size()) / entry_floats();
+      if (n * entry_floats() != static_cast<int64_t>(layer.size()) || n > num_positions ||
+          num_positions > config().context_length) {
+        return absl::InvalidArgumentError("imported cache layer does not fit this model");
+      }
+      lengths.push_back(n);
+    }
+    return lengths;
+  }
 };
 
 }  // namespace funnel

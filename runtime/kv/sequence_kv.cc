@@ -15,6 +15,25 @@ SequenceKv::~SequenceKv() {
   for ([[maybe_unused]] const auto& t : tables_) assert(t.empty() && "SequenceKv not released");
 }
 
+absl::StatusOr<SequenceKv> SequenceKv::Allocate(BlockPool& pool, int32_t block_size,
+                                                std::span<const int64_t> lengths,
+                                                int64_t num_positions) {
+  SequenceKv kv(static_cast<int32_t>(lengths.size()), block_size);
+  int64_t blocks = 0;
+  for (int64_t n : lengths) blocks += (n + block_size - 1) / block_size;
+  if (blocks > pool.num_free()) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "KV pool exhausted: the sequence needs %d blocks, %d free", blocks, pool.num_free()));
+  }
+  for (size_t l = 0; l < lengths.size(); ++l) {
+    absl::Status grown = kv.Grow(pool, static_cast<int32_t>(l), lengths[l]);
+    assert(grown.ok());  // counted above
+    (void)grown;
+  }
+  kv.set_num_positions(num_positions);
+  return kv;
+}
+
 int64_t SequenceKv::BlocksNeeded(int32_t layer, int64_t new_length) const {
   const int64_t have = static_cast<int64_t>(tables_[static_cast<size_t>(layer)].size());
   const int64_t need = (new_length + block_size_ - 1) / block_size_;

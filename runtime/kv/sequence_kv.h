@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "runtime/kv/block_pool.h"
 
 namespace funnel {
@@ -18,6 +19,11 @@ namespace funnel {
 class SequenceKv {
  public:
   SequenceKv(int32_t num_layers, int32_t block_size);
+  // A sequence whose layer l holds lengths[l] (uninitialized) entries, at `num_positions`.
+  // ResourceExhausted (nothing allocated) when the pool lacks the blocks.
+  static absl::StatusOr<SequenceKv> Allocate(BlockPool& pool, int32_t block_size,
+                                             std::span<const int64_t> lengths,
+                                             int64_t num_positions);
   ~SequenceKv();  // blocks must have been released (asserted in debug builds)
   SequenceKv(SequenceKv&&) = default;
   SequenceKv& operator=(SequenceKv&&) = default;

@@ -80,7 +80,7 @@ def parse_metrics(text):
 class FunnelServer:
     """One funnel-server process. Use as a context manager (always stopped on exit)."""
 
-    def __init__(self, *args, model=MODEL, threads=1):
+    def __init__(self, *args, model=MODEL, threads=2):
         self.args = list(args)
         self.model = model
         self.threads = threads

@@ -6,7 +6,7 @@ import unittest
 import grpc
 
 from funnel.v1 import inference_pb2 as pb
-from funnel_harness import KV_USAGE, FunnelServer, error_code, greedy
+from funnel_harness import KV_USAGE, FunnelServer, error_code, greedy, wait_until
 
 NUM_LAYERS = 5  # stories260K
 
@@ -100,6 +100,84 @@ class SessionTest(unittest.TestCase):
             again, _ = self.server.generate(pb.GenerateRequest(
                 session_id=s.session_id, prompt=question, sampling=greedy(24)))
             self.assertEqual([d.token_id for d in again], session_tokens)
+        finally:
+            self.stub.DeleteSession(pb.DeleteSessionRequest(session_id=s.session_id), timeout=10)
+
+    def get(self, session_id):
+        return self.stub.GetSession(pb.GetSessionRequest(session_id=session_id), timeout=10)
+
+    def full_one_shot(self, ids, max_tokens):
+        tokens, _ = self.server.greedy_ids(ids, max_tokens,
+                                           kv_policy=pb.KvPolicy(method=pb.KV_METHOD_FULL))
+        return tokens
+
+    def full_session_bytes(self, tokens):
+        return NUM_LAYERS * math.ceil(tokens / self.block_size) * self.block_bytes
+
+    def test_append_extends_the_session_with_the_turn(self):
+        idle = self.server.metrics()[KV_USAGE]
+        s = self.create(pb.KV_METHOD_FULL)
+        try:
+            self.assertEqual(s.kv_bytes, self.full_session_bytes(len(self.context)))
+            history = list(self.context)
+            for turn, n in [(" Lily went to the park.", 12), (" Then she saw a dog.", 7)]:
+                reused = len(history)
+                deltas, final = self.server.generate(pb.GenerateRequest(
+                    session_id=s.session_id, session_mode=pb.SESSION_MODE_APPEND, prompt=turn,
+                    sampling=greedy(n)))
+                suffix = list(final.prompt_ids)
+                completion = [d.token_id for d in deltas]
+                self.assertTrue(suffix)
+                self.assertNotEqual(suffix[0], 1)  # a continuation: no BOS
+                self.assertEqual(len(completion), n)
+                self.assertEqual(final.usage.session_tokens_reused, reused)
+                self.assertEqual(final.usage.prompt_tokens, len(suffix))
+                self.assertEqual(final.usage.completion_tokens, n)
+                # The turn generates what the one-shot run of the history + turn does ...
+                self.assertEqual(completion, self.full_one_shot(history + suffix, n))
+                # ... and the session now holds the whole turn, the last token included.
+                history += suffix + completion
+                got = self.get(s.session_id)
+                self.assertEqual(got.tokens, len(history))
+                self.assertEqual(list(got.per_layer_tokens), [len(history)] * NUM_LAYERS)
+                self.assertEqual(got.kv_bytes, self.full_session_bytes(len(history)))
+                self.assertEqual(got.active_requests, 0)
+            # A question forks the extended session: the one-shot run of all of it + the question.
+            question = " Where did Lily go?"
+            deltas, final = self.server.generate(pb.GenerateRequest(
+                session_id=s.session_id, prompt=question, sampling=greedy(24)))
+            self.assertEqual(final.usage.session_tokens_reused, len(history))
+            self.assertEqual([d.token_id for d in deltas],
+                             self.full_one_shot(history + list(final.prompt_ids), 24))
+            self.assertEqual(self.get(s.session_id).tokens, len(history))  # forks change nothing
+        finally:
+            self.stub.DeleteSession(pb.DeleteSessionRequest(session_id=s.session_id), timeout=10)
+        self.server.wait_metric(KV_USAGE, lambda v: v == idle)
+
+    def test_one_append_at_a_time_and_a_cancelled_append_changes_nothing(self):
+        s = self.create(pb.KV_METHOD_FULL)
+        try:
+            # ~1500 tokens take most of a second: the append is still running below.
+            stream = self.stub.Generate(pb.GenerateRequest(
+                session_id=s.session_id, session_mode=pb.SESSION_MODE_APPEND, prompt=" And then",
+                sampling=greedy(1500)), timeout=60)
+            next(stream)
+            second = pb.GenerateRequest(session_id=s.session_id,
+                                        session_mode=pb.SESSION_MODE_APPEND, prompt=" x",
+                                        sampling=greedy(2))
+            self.assertEqual(error_code(lambda: self.stub.Generate(second, timeout=30)),
+                             grpc.StatusCode.FAILED_PRECONDITION)
+            stream.cancel()
+            self.assertTrue(wait_until(lambda: self.get(s.session_id).active_requests == 0, 20))
+            got = self.get(s.session_id)
+            self.assertEqual(got.tokens, len(self.context))
+            self.assertEqual(got.kv_bytes, self.full_session_bytes(len(self.context)))
+            # The session is usable again, for appends too.
+            deltas, final = self.server.generate(pb.GenerateRequest(
+                session_id=s.session_id, session_mode=pb.SESSION_MODE_APPEND, prompt=" x",
+                sampling=greedy(2)))
+            self.assertEqual(self.get(s.session_id).tokens,
+                             len(self.context) + len(final.prompt_ids) + 2)
         finally:
             self.stub.DeleteSession(pb.DeleteSessionRequest(session_id=s.session_id), timeout=10)
 

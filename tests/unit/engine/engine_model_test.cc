@@ -1,6 +1,9 @@
 // The engine on the real CPU runner (stories260K): batching, chunked prefill and session forks
 // must not change results compared with the single-sequence Generate().
 #include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
 
 #include "runtime/engine/engine.h"
 #include "runtime/exec/cpu_model_runner.h"
@@ -18,16 +21,20 @@ using ::funnel::testing::WaitFor;
 
 const char* const kTexts[] = {
     "Once upon a time",
-    "The little dog ran to the park. He saw a big red ball and wanted to play with it. His friend the cat "
+    "The little dog ran to the park. He saw a big red ball and wanted to play with it. His friend "
+    "the cat "
     "came too, and they played all day in the warm sun until it was time to go home.",
     "Lily had a pretty doll",
-    "Tom and Sue went to the beach with their mom. They made a big sand castle and found many shells. Then "
+    "Tom and Sue went to the beach with their mom. They made a big sand castle and found many "
+    "shells. Then "
     "a wave came and took the castle away. Tom was sad, but Sue said they could build another one.",
     "One day, a bird",
-    "There was a boy named Ben who loved to read books. Every night his dad read him a story about a brave "
+    "There was a boy named Ben who loved to read books. Every night his dad read him a story about "
+    "a brave "
     "knight and a friendly dragon who lived in a cave near the sea.",
     "The sun was hot and the flowers were",
-    "Mia found a small box under her bed. She opened it and inside was a shiny key. She wondered what the "
+    "Mia found a small box under her bed. She opened it and inside was a shiny key. She wondered "
+    "what the "
     "key could open, so she looked all around the house.",
 };
 
@@ -109,7 +116,8 @@ class EngineModelTest : public ::testing::Test {
       for (int64_t n : c.final.usage.kv_entries_per_layer) stored += n;
       const int64_t layers = runner_->config().num_layers;
       const int64_t n = static_cast<int64_t>(prompts[i].size());
-      EXPECT_EQ(stored, policy.compresses() && n >= policy.budget ? layers * policy.budget : layers * n);
+      EXPECT_EQ(stored,
+                policy.compresses() && n >= policy.budget ? layers * policy.budget : layers * n);
     }
   }
 
@@ -129,7 +137,8 @@ TEST_F(EngineModelTest, ChunkedPrefillMatchesSingleSequenceGenerate) {
 
 TEST_F(EngineModelTest, ConcurrentPyramidKvRequestsMatchSingleSequenceGenerate) {
   // The long prompts (~40-50 tokens) are compressed to 20 entries per layer on average.
-  RunConcurrentAndCompare(KvPolicy{.method = KvMethod::kPyramidKv, .budget = 20, .window = 4}, 2048);
+  RunConcurrentAndCompare(KvPolicy{.method = KvMethod::kPyramidKv, .budget = 20, .window = 4},
+                          2048);
 }
 
 TEST_F(EngineModelTest, PyramidKvWithASmallStepBudget) {
@@ -256,7 +265,54 @@ TEST_F(EngineModelTest, CompressedSessionAndTtlExpiry) {
   EXPECT_EQ(engine_->ListSessions("alice")->size(), 1u);
   EXPECT_TRUE(WaitFor([&] { return engine_->Stats().num_sessions == 0; }, absl::Seconds(5)));
   EXPECT_EQ(engine_->Stats().blocks_used, 0);
-  EXPECT_EQ(engine_->GetSession(s->session_id, "alice").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(engine_->GetSession(s->session_id, "alice").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(EngineModelTest, DurableSessionAnswersTheSameAfterARestart) {
+  // The K/V written to disk is read back bit for bit: the greedy answer after a restart (a new
+  // runner, so a new pool) equals the one before.
+  const auto dir =
+      std::filesystem::temp_directory_path() / absl::StrCat("funnel_durable_model_", getpid());
+  std::filesystem::remove_all(dir);
+  EngineConfig ec;
+  ec.session_dir = dir.string();
+  ec.model_fingerprint = "stories260K";
+  StartEngine(ec);
+  CreateSessionRequest cs;
+  cs.context = tokenizer_->Encode(std::string(kTexts[1]) + " " + kTexts[3]);
+  cs.owner = "alice";
+  cs.kv_policy = KvPolicy{.method = KvMethod::kPyramidKv, .budget = 24, .window = 4};
+  auto s = engine_->CreateSession(cs);
+  ASSERT_TRUE(s.ok()) << s.status();
+  GenerateRequest r;
+  r.prompt = Continuation(" Then the dog");
+  r.sampling.temperature = 0.0f;
+  r.sampling.max_tokens = 24;
+  r.sampling.ignore_eos = true;
+  r.session_id = s->session_id;
+  r.owner = "alice";
+  const Collected before = Collect(**engine_->Submit(r));
+  ASSERT_TRUE(before.final.status.ok()) << before.final.status;
+  engine_.reset();
+  runner_.reset();
+  RunnerOptions o;
+  o.num_threads = 2;
+  o.block_size = 16;
+  o.kv_cache_bytes = int64_t{16} << 20;
+  auto fresh = CpuModelRunner::Create(*weights_, o);
+  ASSERT_TRUE(fresh.ok());
+  runner_ = std::move(*fresh);
+  StartEngine(ec);
+  auto restored = engine_->GetSession(s->session_id, "alice");
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  EXPECT_EQ(restored->per_layer_tokens, s->per_layer_tokens);
+  const Collected after = Collect(**engine_->Submit(r));
+  ASSERT_TRUE(after.final.status.ok()) << after.final.status;
+  EXPECT_EQ(after.tokens, before.tokens);
+  ASSERT_TRUE(engine_->DeleteSession(s->session_id, "alice").ok());
+  engine_.reset();
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

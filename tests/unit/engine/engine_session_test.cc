@@ -1,5 +1,10 @@
 // Sessions on the fake runner: creation, forks, append mode, owner scoping, TTL, deletion.
 #include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include "runtime/engine/engine.h"
 #include "runtime/exec/fake_model_runner.h"
@@ -29,8 +34,9 @@ CreateSessionRequest SessionRequest(std::vector<int32_t> context, std::string ow
   return r;
 }
 
-GenerateRequest SessionGenerate(const std::string& session_id, std::string owner, std::vector<int32_t> suffix,
-                                int32_t max_tokens, SessionMode mode = SessionMode::kFork) {
+GenerateRequest SessionGenerate(const std::string& session_id, std::string owner,
+                                std::vector<int32_t> suffix, int32_t max_tokens,
+                                SessionMode mode = SessionMode::kFork) {
   GenerateRequest r = MakeRequest(std::move(suffix), max_tokens);
   r.session_id = session_id;
   r.owner = std::move(owner);
@@ -40,7 +46,6 @@ GenerateRequest SessionGenerate(const std::string& session_id, std::string owner
 
 class EngineSessionTest : public ::funnel::testing::FakeEngineTest {
  protected:
-
   SessionInfo Create(std::vector<int32_t> context, const std::string& owner,
                      absl::Duration ttl = absl::ZeroDuration()) {
     auto s = engine_->CreateSession(SessionRequest(std::move(context), owner, ttl));
@@ -54,7 +59,6 @@ class EngineSessionTest : public ::funnel::testing::FakeEngineTest {
     if (!s.ok()) return {};
     return Collect(**s);
   }
-
 };
 
 TEST_F(EngineSessionTest, CreateDescribesTheSession) {
@@ -109,7 +113,8 @@ TEST_F(EngineSessionTest, ForksShareTheSessionAndLeaveItUnchanged) {
   // The same question again gives the same answer; many run concurrently.
   runner_->set_step_delay(absl::Milliseconds(1));
   std::vector<std::shared_ptr<OutputStream>> streams;
-  for (int i = 0; i < 6; ++i) streams.push_back(*engine_->Submit(SessionGenerate(s.session_id, "alice", q, 5)));
+  for (int i = 0; i < 6; ++i)
+    streams.push_back(*engine_->Submit(SessionGenerate(s.session_id, "alice", q, 5)));
   for (auto& st : streams) {
     Collected ci = Collect(*st);
     ASSERT_TRUE(ci.final.status.ok());
@@ -129,7 +134,8 @@ TEST_F(EngineSessionTest, OwnerScoping) {
   EXPECT_EQ(engine_->DeleteSession(s.session_id, "bob").code(), absl::StatusCode::kNotFound);
   EXPECT_TRUE(engine_->GetSession(s.session_id, "alice").ok());
   EXPECT_TRUE(engine_->DeleteSession(s.session_id, "alice").ok());
-  EXPECT_EQ(engine_->GetSession(s.session_id, "alice").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(engine_->GetSession(s.session_id, "alice").status().code(),
+            absl::StatusCode::kNotFound);
   EXPECT_EQ(engine_->DeleteSession(s.session_id, "alice").code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(engine_->Stats().num_sessions, 0);
   EXPECT_EQ(engine_->Stats().blocks_used, 0);
@@ -159,11 +165,15 @@ TEST_F(EngineSessionTest, OneAppendAtATime) {
   StartEngine();
   SessionInfo s = Create(Ids(10), "alice");
   runner_->set_step_delay(absl::Milliseconds(2));
-  auto first = engine_->Submit(SessionGenerate(s.session_id, "alice", Ids(2, 1), 200, SessionMode::kAppend));
+  auto first =
+      engine_->Submit(SessionGenerate(s.session_id, "alice", Ids(2, 1), 200, SessionMode::kAppend));
   ASSERT_TRUE(first.ok());
-  ASSERT_TRUE(WaitFor([&] { return !engine_->GetSession(s.session_id, "alice")->per_layer_tokens.empty() &&
-                                   engine_->GetSession(s.session_id, "alice")->active_requests == 1; }));
-  auto second = engine_->Submit(SessionGenerate(s.session_id, "alice", Ids(2, 2), 3, SessionMode::kAppend));
+  ASSERT_TRUE(WaitFor([&] {
+    return !engine_->GetSession(s.session_id, "alice")->per_layer_tokens.empty() &&
+           engine_->GetSession(s.session_id, "alice")->active_requests == 1;
+  }));
+  auto second =
+      engine_->Submit(SessionGenerate(s.session_id, "alice", Ids(2, 2), 3, SessionMode::kAppend));
   if (second.ok()) {
     EXPECT_EQ(Collect(**second).final.status.code(), absl::StatusCode::kFailedPrecondition);
   } else {
@@ -188,8 +198,10 @@ TEST_F(EngineSessionTest, RacingAppendsAreRefused) {
   auto blocker = engine_->Submit(MakeRequest(Ids(4, 9), 2));
   ASSERT_TRUE(WaitFor([&] { return engine_->Stats().num_waiting == 0; }));
   absl::SleepFor(absl::Milliseconds(5));
-  auto a = engine_->Submit(SessionGenerate(s.session_id, "alice", Ids(2, 1), 2, SessionMode::kAppend));
-  auto b = engine_->Submit(SessionGenerate(s.session_id, "alice", Ids(2, 2), 2, SessionMode::kAppend));
+  auto a =
+      engine_->Submit(SessionGenerate(s.session_id, "alice", Ids(2, 1), 2, SessionMode::kAppend));
+  auto b =
+      engine_->Submit(SessionGenerate(s.session_id, "alice", Ids(2, 2), 2, SessionMode::kAppend));
   ASSERT_TRUE(a.ok() && b.ok());  // both pass Submit: the engine has not seen either yet
   runner_->Resume();
   EXPECT_TRUE(Collect(**a).final.status.ok());
@@ -204,7 +216,8 @@ TEST_F(EngineSessionTest, TtlExpiryFreesBlocks) {
   EXPECT_EQ(engine_->Stats().blocks_used, 12);
   EXPECT_TRUE(WaitFor([&] { return engine_->Stats().num_sessions == 0; }, absl::Seconds(3)));
   EXPECT_EQ(engine_->Stats().blocks_used, 0);
-  EXPECT_EQ(engine_->GetSession(s.session_id, "alice").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(engine_->GetSession(s.session_id, "alice").status().code(),
+            absl::StatusCode::kNotFound);
   EXPECT_EQ(engine_->Submit(SessionGenerate(s.session_id, "alice", Ids(2), 2)).status().code(),
             absl::StatusCode::kNotFound);
 }
@@ -244,7 +257,8 @@ TEST_F(EngineSessionTest, SessionLimitsAndValidation) {
   EngineConfig ec;
   ec.max_sessions = 1;
   StartEngine(ro, ec);
-  EXPECT_EQ(engine_->CreateSession(SessionRequest({}, "a")).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine_->CreateSession(SessionRequest({}, "a")).status().code(),
+            absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(engine_->CreateSession(SessionRequest(Ids(64), "a")).status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(engine_->CreateSession(SessionRequest(Ids(8), "a", absl::Seconds(-1))).status().code(),
@@ -275,6 +289,125 @@ TEST_F(EngineSessionTest, SessionsThatHoldTheCacheDoNotBlockTheQueue) {
   EXPECT_NE(c.final.status.message().find("sessions"), std::string::npos);
   Collected small = Run(MakeRequest(Ids(4), 4));  // 8 blocks: fits next to the session
   EXPECT_TRUE(small.final.status.ok());
+}
+
+// ---- Durable sessions ------------------------------------------------------------------------
+
+class DurableSessionTest : public EngineSessionTest {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           absl::StrCat("funnel_durable_",
+                        ::testing::UnitTest::GetInstance()->current_test_info()->name(), "_",
+                        getpid());
+    std::filesystem::remove_all(dir_);
+    ec_.session_dir = dir_.string();
+    ec_.model_fingerprint = "fake-model";
+  }
+  void TearDown() override {
+    EngineSessionTest::TearDown();
+    std::filesystem::remove_all(dir_);
+  }
+  void Restart(FakeRunnerOptions ro = {}) {
+    engine_.reset();
+    StartEngine(ro, ec_);
+  }
+  int CountFiles() const {
+    int n = 0;
+    for (const auto& e : std::filesystem::directory_iterator(dir_))
+      n += e.path().extension() == ".session";
+    return n;
+  }
+  bool FileExists(const std::string& id) const {
+    return std::filesystem::exists(dir_ / absl::StrCat(id, ".session"));
+  }
+
+  std::filesystem::path dir_;
+  EngineConfig ec_;
+};
+
+TEST_F(DurableSessionTest, SessionsSurviveARestart) {
+  StartEngine({}, ec_);
+  CreateSessionRequest cr = SessionRequest(Ids(40), "alice");
+  cr.kv_policy = KvPolicy{.method = KvMethod::kPyramidKv, .budget = 12, .window = 4};
+  auto created = engine_->CreateSession(cr);
+  ASSERT_TRUE(created.ok()) << created.status();
+  const SessionInfo plain = Create(Ids(20, 1), "bob");
+  // An append extends bob's session by the turn: 20 + 3 prompt + 5 completion tokens.
+  ASSERT_TRUE(Run(SessionGenerate(plain.session_id, "bob", Ids(3, 2), 5, SessionMode::kAppend))
+                  .final.status.ok());
+  const Collected before = Run(SessionGenerate(created->session_id, "alice", Ids(4, 3), 6));
+  ASSERT_TRUE(before.final.status.ok());
+  const int64_t bob_bytes = engine_->GetSession(plain.session_id, "bob")->kv_bytes;
+  Restart();
+  EXPECT_EQ(CountFiles(), 2);
+  EXPECT_EQ(engine_->Stats().num_sessions, 2);
+  EXPECT_EQ(engine_->Stats().blocks_used * runner_->block_bytes(), created->kv_bytes + bob_bytes);
+  auto a = engine_->GetSession(created->session_id, "alice");
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->tokens, 40);
+  EXPECT_EQ(a->per_layer_tokens, created->per_layer_tokens);
+  EXPECT_EQ(a->kv_policy.method, KvMethod::kPyramidKv);
+  EXPECT_EQ(a->created, absl::FromUnixMillis(absl::ToUnixMillis(created->created)));
+  auto b = engine_->GetSession(plain.session_id, "bob");
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(b->tokens, 28);
+  EXPECT_EQ(engine_->GetSession(created->session_id, "bob").status().code(),
+            absl::StatusCode::kNotFound);
+  const Collected after = Run(SessionGenerate(created->session_id, "alice", Ids(4, 3), 6));
+  ASSERT_TRUE(after.final.status.ok());
+  EXPECT_EQ(after.tokens, before.tokens);
+  EXPECT_EQ(after.final.usage.session_tokens_reused, 40);
+  // New sessions do not collide with restored ids; deleting removes the file.
+  const SessionInfo third = Create(Ids(10, 4), "alice");
+  EXPECT_TRUE(WaitFor([&] {
+    engine_->Stats();
+    return FileExists(third.session_id);
+  }));
+  ASSERT_TRUE(engine_->DeleteSession(created->session_id, "alice").ok());
+  EXPECT_TRUE(WaitFor([&] { return !FileExists(created->session_id); }));
+}
+
+TEST_F(DurableSessionTest, ExpiryRemovesFilesAndExpiredFilesAreNotRestored) {
+  StartEngine({}, ec_);
+  const SessionInfo quick = Create(Ids(12), "alice", absl::Milliseconds(80));
+  const SessionInfo slow = Create(Ids(12, 1), "alice", absl::Milliseconds(400));
+  EXPECT_TRUE(WaitFor([&] { return FileExists(quick.session_id) && FileExists(slow.session_id); }));
+  EXPECT_TRUE(WaitFor([&] { return !FileExists(quick.session_id); }, absl::Seconds(5)));
+  engine_.reset();  // slow's file stays on disk past its expiry
+  absl::SleepFor(absl::Milliseconds(450));
+  ASSERT_TRUE(FileExists(slow.session_id));
+  Restart();
+  EXPECT_EQ(engine_->Stats().num_sessions, 0);
+  EXPECT_TRUE(WaitFor([&] { return !FileExists(slow.session_id); }));
+}
+
+TEST_F(DurableSessionTest, UnusableFilesAreSkippedWithoutFailing) {
+  StartEngine({}, ec_);
+  const SessionInfo big = Create(Ids(120), "alice");     // 4 layers * 30 blocks
+  const SessionInfo small = Create(Ids(8, 1), "alice");  // 4 layers * 2 blocks
+  engine_.reset();
+  {
+    std::ofstream(dir_ / "sess-r0-garbage.session") << "not a session";
+    std::ofstream(dir_ / "notes.txt") << "ignored";
+    // A truncated copy of a real file under another id.
+    std::ifstream in(dir_ / absl::StrCat(small.session_id, ".session"), std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::ofstream(dir_ / "sess-r0-truncated.session", std::ios::binary)
+        << bytes.substr(0, bytes.size() / 2);
+  }
+  FakeRunnerOptions tiny;
+  tiny.num_blocks = 60;  // big's 120 blocks no longer fit; small's 8 do
+  Restart(tiny);
+  EXPECT_EQ(engine_->Stats().num_sessions, 1);
+  EXPECT_TRUE(engine_->GetSession(small.session_id, "alice").ok());
+  EXPECT_EQ(engine_->GetSession(big.session_id, "alice").status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_TRUE(FileExists(big.session_id)) << "a session that does not fit now is kept on disk";
+  // Another model's files are foreign.
+  ec_.model_fingerprint = "another-model";
+  Restart();
+  EXPECT_EQ(engine_->Stats().num_sessions, 0);
 }
 
 }  // namespace
