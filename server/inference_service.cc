@@ -3,8 +3,6 @@
 #include <chrono>
 #include <deque>
 #include <span>
-#include <system_error>
-#include <thread>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -65,12 +63,14 @@ grpc::ServerUnaryReactor* AnswerUnary(grpc::CallbackServerContext* context, Body
 
 // One streaming Generate call: the engine's events, in order, as messages, then the status.
 //
-// Thread rules: Deliver runs on the request's forwarder thread, the reactions on gRPC threads;
-// mu_ guards the state. Whoever claims an operation under mu_ (writing_ for a write, finishing_
-// for Finish) starts it after releasing mu_, so at most one write is in flight, nothing starts
-// after Finish, and OnDone (which needs Finish) cannot run while an operation is being started.
-// The reactor holds itself (self_) until OnDone; the forwarder's reference keeps the object, not
-// the call, alive until the engine's final event, and a done call ignores late events.
+// Thread rules: Pump runs as the stream's listener, on the engine thread (after each event) or
+// on the thread that starts the call, serialized by pump_mu_ so events keep their order; the
+// reactions run on gRPC threads; mu_ guards the state. No thread waits for the engine. Whoever
+// claims an operation under mu_ (writing_ for a write, finishing_ for Finish) starts it after
+// releasing mu_, so at most one write is in flight, nothing starts after Finish, and OnDone
+// (which needs Finish) cannot run while an operation is being started. The reactor holds itself
+// (self_) until OnDone; the listener holds only a weak reference, and a done call ignores late
+// events.
 class InferenceService::GenerateReactor final
     : public grpc::ServerWriteReactor<v1::GenerateResponse> {
  public:
@@ -78,7 +78,8 @@ class InferenceService::GenerateReactor final
                   std::shared_ptr<OutputStream> stream)
       : service_(service), context_(context), stream_(std::move(stream)), call_(std::move(call)) {}
 
-  // Sends the initial metadata (x-request-id, before the first token) and starts the forwarder.
+  // Sends the initial metadata (x-request-id, before the first token) and starts listening to
+  // the engine's events.
   static void Start(std::shared_ptr<GenerateReactor> self);
 
   void OnWriteDone(bool ok) override;
@@ -88,8 +89,8 @@ class InferenceService::GenerateReactor final
  private:
   enum class Action { kNone, kWrite, kFinish };
 
-  // The forwarder thread's body: every event of the stream, up to the final one, to Deliver.
-  static void Forward(std::shared_ptr<GenerateReactor> self);
+  // Moves every event the stream holds to Deliver, without waiting.
+  void Pump();
   void Deliver(OutputStream::Event event);
   // Sets how the call ends unless that is decided already; true when this call decided it.
   // Requires mu_.
@@ -107,6 +108,7 @@ class InferenceService::GenerateReactor final
   const std::shared_ptr<OutputStream> stream_;
   std::shared_ptr<GenerateReactor> self_;  // set by Start, dropped by OnDone
 
+  std::mutex pump_mu_;  // one Pump at a time
   std::mutex mu_;
   Call call_;
   std::deque<OutputStream::Event> pending_;  // delivered, not yet written
@@ -121,22 +123,16 @@ void InferenceService::GenerateReactor::Start(std::shared_ptr<GenerateReactor> s
   r.self_ = self;
   r.context_->AddInitialMetadata("x-request-id", r.call_.id);
   r.StartSendInitialMetadata();
-  try {
-    std::thread(&GenerateReactor::Forward, std::move(self)).detach();
-  } catch (const std::system_error& e) {
-    r.EndEarly(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                            "the server cannot start another stream now"),
-               absl::StrCat("no forwarder thread: ", e.what()));
-  }
+  std::weak_ptr<GenerateReactor> weak = self;
+  r.stream_->SetListener([weak] {
+    if (std::shared_ptr<GenerateReactor> alive = weak.lock()) alive->Pump();
+  });
 }
 
-void InferenceService::GenerateReactor::Forward(std::shared_ptr<GenerateReactor> self) {
-  while (true) {
-    std::optional<OutputStream::Event> event = self->stream_->Next(absl::InfiniteDuration());
-    if (!event) return;
-    const bool last = std::holds_alternative<FinalEvent>(*event);
-    self->Deliver(*std::move(event));
-    if (last) return;
+void InferenceService::GenerateReactor::Pump() {
+  std::lock_guard<std::mutex> pump(pump_mu_);
+  while (std::optional<OutputStream::Event> event = stream_->Next(absl::ZeroDuration())) {
+    Deliver(*std::move(event));
   }
 }
 
@@ -172,6 +168,7 @@ void InferenceService::GenerateReactor::OnCancel() {
 }
 
 void InferenceService::GenerateReactor::OnDone() {
+  stream_->SetListener(nullptr);
   std::shared_ptr<GenerateReactor> self = std::move(self_);  // may delete this on return
 }
 

@@ -10,13 +10,13 @@
 // (OnCancel, or a failed write) makes the reactor ask the engine to drop the request at once;
 // its KV blocks are freed at the next engine step.
 //
-// OutputStream has no notification hook, so each streaming request has one forwarder thread
-// blocked in OutputStream::Next that hands the events to its reactor (no polling).
+// No thread waits for a stream: the reactor is the OutputStream's listener, called on the engine
+// thread after each event, and hands the events to gRPC without blocking.
 //
 // Thread rules: every RPC method may run on any gRPC thread at once; the engine, encoder, auth
 // and metrics are thread-safe and must outlive the service, and the grpc::Server must be shut
-// down before the service is destroyed. A forwarder thread may outlive its call (it waits for
-// the engine's final event) but touches nothing of the service once the call is done.
+// down before the service is destroyed. A listener call may come after its call is done; it then
+// finds the reactor gone (weak reference) or ignores the event.
 #pragma once
 
 #include <atomic>

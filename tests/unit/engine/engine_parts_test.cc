@@ -114,8 +114,9 @@ TEST(OutputStreamTest, DeliversInOrderThenEnds) {
   FinalEvent f;
   f.finish_reason = "stop";
   s.Finish(f);
-  s.Push(TokenEvent{.token = 4, .text = "b", .logprob = std::nullopt, .top_logprobs = {}});  // ignored
-  s.Finish(FinalEvent{});                                                                     // ignored
+  s.Push(
+      TokenEvent{.token = 4, .text = "b", .logprob = std::nullopt, .top_logprobs = {}});  // ignored
+  s.Finish(FinalEvent{});                                                                 // ignored
   EXPECT_TRUE(s.finished());
   auto e1 = s.Next(absl::ZeroDuration());
   ASSERT_TRUE(e1.has_value());
@@ -138,6 +139,40 @@ TEST(OutputStreamTest, WakesAWaitingConsumer) {
   EXPECT_EQ(std::get<TokenEvent>(*e).token, 7);
   s.RequestCancel();
   EXPECT_TRUE(s.cancel_requested());
+}
+
+TEST(OutputStreamTest, ListenerDrainsWithoutBlocking) {
+  OutputStream s;
+  s.Push(TokenEvent{.token = 1, .text = "", .logprob = std::nullopt, .top_logprobs = {}});
+  std::vector<int32_t> seen;
+  bool final_seen = false;
+  int calls = 0;
+  s.SetListener([&] {
+    ++calls;
+    while (auto e = s.Next(absl::ZeroDuration())) {
+      if (auto* t = std::get_if<TokenEvent>(&*e)) {
+        seen.push_back(t->token);
+      } else {
+        final_seen = true;
+      }
+    }
+  });
+  EXPECT_EQ(calls, 1) << "called at once for the event already waiting";
+  EXPECT_EQ(seen, std::vector<int32_t>{1});
+  for (int32_t t = 2; t <= 4; ++t) {
+    s.Push(TokenEvent{.token = t, .text = "", .logprob = std::nullopt, .top_logprobs = {}});
+  }
+  s.Finish(FinalEvent{});
+  EXPECT_EQ(calls, 5);
+  EXPECT_EQ(seen, (std::vector<int32_t>{1, 2, 3, 4}));
+  EXPECT_TRUE(final_seen);
+  s.SetListener(nullptr);
+  s.Push(
+      TokenEvent{.token = 9, .text = "", .logprob = std::nullopt, .top_logprobs = {}});  // ignored
+  EXPECT_EQ(calls, 5);
+  OutputStream empty;
+  empty.SetListener([&] { ++calls; });
+  EXPECT_EQ(calls, 5) << "no call when nothing waits";
 }
 
 TEST(InboxTest, PushWakeAndClose) {
