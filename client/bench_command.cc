@@ -36,6 +36,7 @@ constexpr char kUsage[] =
     "  [--kv-method M] [--kv-budget B | --kv-ratio R] [--kv-window W] [--kv-pooling P]\n"
     "  [--kv-kernel K] [--kv-rounding exact|official] [--seed S]\n"
     "  [--api-key KEY | --api-key-file FILE] [--timeout SECONDS] [--json]\n"
+    "  [--tls | --tls-ca PEM] [--tls-cert PEM --tls-key PEM] [--tls-server-name NAME]\n"
     "C threads (default 8) issue N requests (default 64) of L random prompt ids (default 128),\n"
     "greedy with ignore_eos and T output tokens each (default 32). --session-share prefills one\n"
     "session of L tokens and sends questions of Q ids (default 16) against it. Prints requests/s,\n"

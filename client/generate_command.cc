@@ -22,6 +22,7 @@ constexpr char kUsage[] =
     "  [--kv-method full|pyramidkv|snapkv|streamingllm|h2o] [--kv-budget B | --kv-ratio R]\n"
     "  [--kv-window W] [--kv-pooling max|avg] [--kv-kernel K] [--kv-rounding exact|official]\n"
     "  [--api-key KEY | --api-key-file FILE] [--timeout SECONDS] [--request-id ID] [--json]\n"
+    "  [--tls | --tls-ca PEM] [--tls-cert PEM --tls-key PEM] [--tls-server-name NAME]\n"
     "Streams the text to stdout; --json prints the result object of `funnel run --json`.\n"
     "Without --kv-* flags the server's default KV policy applies. Defaults as in `funnel run`:\n"
     "greedy, 128 tokens.\n";

@@ -16,6 +16,40 @@
 namespace funnel {
 namespace {
 
+absl::StatusOr<std::string> ReadPemFile(const std::string& path, const char* flag) {
+  std::ifstream in(path);
+  std::stringstream buf;
+  buf << in.rdbuf();
+  if (!in || buf.str().find("-----BEGIN") == std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, ": cannot read a PEM file at ", path));
+  }
+  return buf.str();
+}
+
+// --tls (system roots), --tls-ca, --tls-cert + --tls-key (mutual TLS), --tls-server-name: any of
+// them turns TLS on.
+absl::StatusOr<std::optional<TlsOptions>> ParseTlsFlags(const CliArgs& args) {
+  const bool any = args.Flag("tls") || args.Has("tls-ca") || args.Has("tls-cert") ||
+                   args.Has("tls-key") || args.Has("tls-server-name");
+  if (!any) return std::optional<TlsOptions>();
+  if (args.Has("tls-cert") != args.Has("tls-key")) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
+  }
+  TlsOptions tls;
+  if (auto p = args.Get("tls-ca")) {
+    ASSIGN_OR_RETURN(tls.root_certs_pem, ReadPemFile(*p, "tls-ca"));
+  }
+  if (auto p = args.Get("tls-cert")) {
+    ASSIGN_OR_RETURN(tls.client_cert_pem, ReadPemFile(*p, "tls-cert"));
+  }
+  if (auto p = args.Get("tls-key")) {
+    ASSIGN_OR_RETURN(tls.client_key_pem, ReadPemFile(*p, "tls-key"));
+  }
+  tls.server_name_override = args.Get("tls-server-name").value_or("");
+  return std::optional<TlsOptions>(std::move(tls));
+}
+
 absl::StatusOr<std::string> ReadApiKeyFile(const std::string& path) {
   std::ifstream in(path);
   if (!in) return absl::InvalidArgumentError(absl::StrCat("cannot read --api-key-file ", path));
@@ -35,7 +69,9 @@ KvMethod MethodFromProto(v1::KvMethod m) { return KvMethodFromProto(m).value_or(
 }  // namespace
 
 void AddConnectionFlags(CliSpec& spec) {
-  spec.options.insert({"server", "api-key", "api-key-file", "timeout"});
+  spec.options.insert({"server", "api-key", "api-key-file", "timeout", "tls-ca", "tls-cert",
+                       "tls-key", "tls-server-name"});
+  spec.flags.insert("tls");
 }
 
 absl::StatusOr<ClientOptions> ParseConnectionFlags(const CliArgs& args) {
@@ -53,6 +89,7 @@ absl::StatusOr<ClientOptions> ParseConnectionFlags(const CliArgs& args) {
     o.unary_timeout = absl::Seconds(seconds);
     o.generate_timeout = absl::Seconds(seconds);
   }
+  ASSIGN_OR_RETURN(o.tls, ParseTlsFlags(args));
   return o;
 }
 

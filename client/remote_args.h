@@ -18,7 +18,9 @@
 
 namespace funnel {
 
-// --server ADDR --api-key KEY | --api-key-file F, --timeout SECONDS (unary calls and streams).
+// --server ADDR --api-key KEY | --api-key-file F, --timeout SECONDS (unary calls and streams),
+// TLS: --tls (system roots) | --tls-ca PEM, --tls-cert PEM --tls-key PEM (mutual TLS),
+// --tls-server-name NAME (the name the server's certificate must hold, when not the host).
 void AddConnectionFlags(CliSpec& spec);
 absl::StatusOr<ClientOptions> ParseConnectionFlags(const CliArgs& args);
 

@@ -22,7 +22,8 @@ constexpr char kUsage[] =
     "  get --id ID      prints the session as JSON (with its policy, times, active requests)\n"
     "  list [--json]    one line per session, or {\"sessions\":[...]} with --json\n"
     "  delete --id ID   deletes the session (NOT_FOUND when unknown)\n"
-    "every subcommand takes [--api-key KEY | --api-key-file FILE] [--timeout SECONDS]\n";
+    "every subcommand takes [--api-key KEY | --api-key-file FILE] [--timeout SECONDS]\n"
+    "  [--tls | --tls-ca PEM] [--tls-cert PEM --tls-key PEM] [--tls-server-name NAME]\n";
 
 absl::StatusOr<CliArgs> ParseWith(const std::vector<std::string>& argv, CliSpec spec) {
   AddConnectionFlags(spec);

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,7 @@
 #include "runtime/model/model_weights.h"
 #include "runtime/text/chat_template.h"
 #include "runtime/text/tokenizer.h"
+#include "runtime/util/status_macros.h"
 #include "server/admin_http.h"
 #include "server/auth.h"
 #include "server/inference_service.h"
@@ -123,13 +125,39 @@ absl::Status WritePortFile(const std::string& path, int port) {
   return absl::OkStatus();
 }
 
-std::unique_ptr<grpc::Server> StartGrpc(const ServerConfig& config, InferenceService* service,
-                                        int* bound_port) {
+absl::StatusOr<std::string> ReadPem(const std::string& path, const char* flag) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  if (!in || s.str().find("-----BEGIN") == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, ": cannot read a PEM file at ", path));
+  }
+  return s.str();
+}
+
+// Plaintext, TLS (--tls-cert/--tls-key) or mutual TLS (plus --tls-client-ca).
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> GrpcCredentials(const ServerConfig& c) {
+  if (c.tls_cert_file.empty()) return grpc::InsecureServerCredentials();
+  grpc::SslServerCredentialsOptions options(
+      c.tls_client_ca_file.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                                   : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  ASSIGN_OR_RETURN(pair.cert_chain, ReadPem(c.tls_cert_file, "--tls-cert"));
+  ASSIGN_OR_RETURN(pair.private_key, ReadPem(c.tls_key_file, "--tls-key"));
+  options.pem_key_cert_pairs.push_back(std::move(pair));
+  if (!c.tls_client_ca_file.empty()) {
+    ASSIGN_OR_RETURN(options.pem_root_certs, ReadPem(c.tls_client_ca_file, "--tls-client-ca"));
+  }
+  return grpc::SslServerCredentials(options);
+}
+
+std::unique_ptr<grpc::Server> StartGrpc(const ServerConfig& config,
+                                        std::shared_ptr<grpc::ServerCredentials> credentials,
+                                        InferenceService* service, int* bound_port) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(HostPort(config.host, config.port), grpc::InsecureServerCredentials(),
-                           bound_port);
+  builder.AddListeningPort(HostPort(config.host, config.port), std::move(credentials), bound_port);
   builder.RegisterService(service);
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
   // Generate and the quick unary methods run on the callback API (no gRPC thread per call; the
@@ -213,6 +241,12 @@ int Serve(const ServerConfig& config, const sigset_t& signals) {
     std::fprintf(stderr, "funnel-server: %s\n", std::string(auth.status().message()).c_str());
     return 2;
   }
+  auto credentials = GrpcCredentials(config);
+  if (!credentials.ok()) {
+    std::fprintf(stderr, "funnel-server: %s\n",
+                 std::string(credentials.status().message()).c_str());
+    return 2;
+  }
   auto model = LoadModel(config);
   if (!model.ok()) {
     spdlog::critical("cannot load {}: {}", config.model_path, model.status().ToString());
@@ -227,7 +261,7 @@ int Serve(const ServerConfig& config, const sigset_t& signals) {
   InferenceService service(&engine, &encoder, &*auth, &metrics, info);
 
   int port = 0;
-  std::unique_ptr<grpc::Server> server = StartGrpc(config, &service, &port);
+  std::unique_ptr<grpc::Server> server = StartGrpc(config, *credentials, &service, &port);
   if (server == nullptr || port == 0) {
     spdlog::critical("cannot listen on {}", HostPort(config.host, config.port));
     return 1;

@@ -53,6 +53,10 @@ const char kServerUsage[] =
     "                            reloaded at start (default: none, sessions live in memory)\n"
     "  --api-key-file PATH       one key per line ('#' comments); clients send metadata\n"
     "                            'authorization: Bearer <key>'. Absent: open access\n"
+    "  --tls-cert PEM            serve gRPC over TLS with this certificate chain (needs "
+    "--tls-key)\n"
+    "  --tls-key PEM             the certificate's private key\n"
+    "  --tls-client-ca PEM       require client certificates signed by this CA (mutual TLS)\n"
     "  --replica-id ID           replica name embedded in session ids: 1 to 64 of [A-Za-z0-9_.-]\n"
     "                            (default r0)\n"
     "  --served-model-name NAME  model id reported to clients (default: general.name)\n"
@@ -94,6 +98,9 @@ const std::set<std::string>& KnownFlags() {
                                                        "session-dir",
                                                        "api-key-file",
                                                        "replica-id",
+                                                       "tls-cert",
+                                                       "tls-key",
+                                                       "tls-client-ca",
                                                        "served-model-name",
                                                        "chat-template",
                                                        "shutdown-grace",
@@ -267,7 +274,21 @@ absl::Status ParseEngine(const Flags& f, ServerConfig& c) {
   return e.Validate();
 }
 
+absl::Status ParseTls(const Flags& f, ServerConfig& c) {
+  c.tls_cert_file = f.Get("tls-cert").value_or("");
+  c.tls_key_file = f.Get("tls-key").value_or("");
+  c.tls_client_ca_file = f.Get("tls-client-ca").value_or("");
+  if (c.tls_cert_file.empty() != c.tls_key_file.empty()) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
+  }
+  if (!c.tls_client_ca_file.empty() && c.tls_cert_file.empty()) {
+    return absl::InvalidArgumentError("--tls-client-ca needs --tls-cert and --tls-key");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ParseMisc(const Flags& f, ServerConfig& c) {
+  RETURN_IF_ERROR(ParseTls(f, c));
   c.api_key_file = f.Get("api-key-file").value_or("");
   c.served_model_name = f.Get("served-model-name").value_or("");
   if (f.Get("served-model-name") && c.served_model_name.empty()) {

@@ -20,9 +20,14 @@ struct ServerConfig {
   std::string port_file;           // when set: the bound gRPC port is written there
   int32_t admin_port = 8081;       // HTTP /health /ready /metrics; 0 = ephemeral; -1 = off
   std::string admin_port_file;
-  RunnerOptions runner;           // threads, block size, KV pool bytes
-  EngineConfig engine;            // default KV policy, queue and batch limits, sessions
-  std::string api_key_file;       // empty: open access
+  RunnerOptions runner;      // threads, block size, KV pool bytes
+  EngineConfig engine;       // default KV policy, queue and batch limits, sessions
+  std::string api_key_file;  // empty: open access
+  // gRPC over TLS when tls_cert_file is set (PEM files; the admin HTTP port stays plaintext).
+  // tls_client_ca_file set: clients must present a certificate signed by it (mutual TLS).
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_client_ca_file;
   std::string served_model_name;  // empty: the model's general.name
   std::string chat_template;      // empty: the model's own template
   absl::Duration shutdown_grace = absl::Seconds(10);

@@ -99,7 +99,9 @@ class FunnelServer:
         self.kill()
         return False
 
-    def start(self):
+    def start(self, channel_credentials=None):
+        """Starts the server; `channel_credentials` (grpc.ssl_channel_credentials) for a TLS
+        server."""
         self.dir = tempfile.TemporaryDirectory(prefix="funnel-it-")
         port_file = os.path.join(self.dir.name, "port")
         admin_file = os.path.join(self.dir.name, "admin-port")
@@ -117,7 +119,9 @@ class FunnelServer:
             raise AssertionError("funnel-server did not start:\n" + self.read_log())
         self.port = int(read_text(port_file))
         self.admin_port = int(read_text(admin_file))
-        self.channel = grpc.insecure_channel("127.0.0.1:%d" % self.port)
+        target = "127.0.0.1:%d" % self.port
+        self.channel = (grpc.secure_channel(target, channel_credentials) if channel_credentials
+                        else grpc.insecure_channel(target))
         grpc.channel_ready_future(self.channel).result(timeout=START_TIMEOUT_S)
         self.stub = pb_grpc.InferenceStub(self.channel)
 

@@ -98,6 +98,14 @@ TEST(ServerConfigTest, EveryFlagIsApplied) {
                              "0",
                              "--session-ttl",
                              "90.5",
+                             "--session-dir",
+                             "/var/lib/funnel/sessions",
+                             "--tls-cert",
+                             "/tls/c.pem",
+                             "--tls-key",
+                             "/tls/k.pem",
+                             "--tls-client-ca",
+                             "/tls/ca.pem",
                              "--api-key-file",
                              "/keys",
                              "--replica-id",
@@ -135,6 +143,10 @@ TEST(ServerConfigTest, EveryFlagIsApplied) {
   EXPECT_EQ(c->engine.session_ttl, absl::Milliseconds(90500));
   EXPECT_EQ(c->api_key_file, "/keys");
   EXPECT_EQ(c->engine.replica_id, "pod-3.a_b");
+  EXPECT_EQ(c->engine.session_dir, "/var/lib/funnel/sessions");
+  EXPECT_EQ(c->tls_cert_file, "/tls/c.pem");
+  EXPECT_EQ(c->tls_key_file, "/tls/k.pem");
+  EXPECT_EQ(c->tls_client_ca_file, "/tls/ca.pem");
   EXPECT_EQ(c->served_model_name, "tiny");
   EXPECT_EQ(c->chat_template, "chatml");
   EXPECT_EQ(c->shutdown_grace, absl::ZeroDuration());
@@ -179,6 +191,10 @@ TEST(ServerConfigTest, HelpNeedsNoModel) {
                            "--max-tokens-per-step",
                            "--max-sessions",
                            "--session-ttl",
+                           "--session-dir",
+                           "--tls-cert",
+                           "--tls-key",
+                           "--tls-client-ca",
                            "--api-key-file",
                            "--replica-id",
                            "--served-model-name",
@@ -276,7 +292,11 @@ INSTANTIATE_TEST_SUITE_P(
                 "--chat-template: unknown chat template 'vicuna'"},
         BadCase{WithModel({"--shutdown-grace", "-1"}), "--shutdown-grace must be in [0, 3600]"},
         BadCase{WithModel({"--shutdown-grace", "4000"}), "--shutdown-grace must be in [0, 3600]"},
-        BadCase{WithModel({"--log-level", "loud"}), "--log-level: unknown level 'loud'"}));
+        BadCase{WithModel({"--log-level", "loud"}), "--log-level: unknown level 'loud'"},
+        BadCase{WithModel({"--session-dir="}), "--session-dir is empty"},
+        BadCase{WithModel({"--tls-cert", "c.pem"}), "--tls-cert and --tls-key go together"},
+        BadCase{WithModel({"--tls-key", "k.pem"}), "--tls-cert and --tls-key go together"},
+        BadCase{WithModel({"--tls-client-ca", "ca.pem"}), "--tls-client-ca needs --tls-cert"}));
 
 TEST(ServerByteSizeTest, PlainAndBinaryMultiples) {
   EXPECT_EQ(*ParseByteSize("1"), 1);
