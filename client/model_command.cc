@@ -1,9 +1,11 @@
 // funnel model random --out PATH [--layers N --dim N --heads N --kv-heads N --ffn N --vocab N
 //                     --context N --type F32|F16|BF16|Q8_0 --tied --seed S --name NAME]
+// funnel model convert --from MODEL.gguf --to-hf DIR
 #include <cstdio>
 
 #include "client/cli_args.h"
 #include "client/commands.h"
+#include "runtime/model/hf_converter.h"
 #include "runtime/model/random_model.h"
 #include "runtime/util/status_macros.h"
 
@@ -44,16 +46,34 @@ absl::Status WriteRandom(const std::vector<std::string>& argv) {
   return WriteRandomModel(s, out);
 }
 
+absl::Status Convert(const std::vector<std::string>& argv) {
+  CliSpec spec{{"from", "to-hf"}, {}, {}};
+  ASSIGN_OR_RETURN(CliArgs args, CliArgs::Parse(argv, spec));
+  ASSIGN_OR_RETURN(std::string from, args.Require("from"));
+  ASSIGN_OR_RETURN(std::string to, args.Require("to-hf"));
+  ASSIGN_OR_RETURN(HfConversion c, ConvertGgufToHf(from, to));
+  std::fprintf(stderr, "wrote %s: %d tensors (%lld bytes) in model.safetensors; %zu files\n",
+               to.c_str(), c.num_tensors, static_cast<long long>(c.tensor_bytes), c.files.size());
+  return absl::OkStatus();
+}
+
+constexpr char kUsage[] =
+    "usage: funnel model random --out PATH [--layers N --dim N --heads N --kv-heads N --ffn N\n"
+    "         --vocab N --context N --type F32|F16|BF16|Q8_0 --tied --seed S]\n"
+    "       funnel model convert --from MODEL.gguf --to-hf DIR\n";
+
 }  // namespace
 
 int ModelCommand(const std::vector<std::string>& args) {
-  if (args.empty() || args[0] != "random") {
-    std::fputs("usage: funnel model random --out PATH [--layers N --dim N --heads N --kv-heads N "
-               "--ffn N --vocab N --context N --type F32|F16|BF16|Q8_0 --tied --seed S]\n",
-               stderr);
+  if (args.empty() || (args[0] != "random" && args[0] != "convert")) {
+    std::fputs(kUsage, stderr);
     return 2;
   }
   std::vector<std::string> rest(args.begin() + 1, args.end());
+  if (args[0] == "convert") {
+    if (absl::Status st = Convert(rest); !st.ok()) return ReportError("model convert", st);
+    return 0;
+  }
   if (absl::Status st = WriteRandom(rest); !st.ok()) return ReportError("model random", st);
   return 0;
 }

@@ -11,6 +11,9 @@
 #include "client/generation_flags.h"
 #include "nlohmann/json.hpp"
 #include "runtime/exec/generate.h"
+#include "runtime/model/model_loader.h"
+#include "runtime/text/chat_template.h"
+#include "runtime/text/tokenizer_loader.h"
 #include "runtime/util/status_macros.h"
 
 namespace funnel {
@@ -18,11 +21,16 @@ namespace {
 
 constexpr char kUsage[] =
     "usage: funnel run --model PATH (--prompt TEXT | --prompt-ids ID,ID,...) [--max-tokens N]\n"
+    "  [--chat] [--chat-template NAME]\n"
     "  [--temperature T] [--top-p P] [--top-k K] [--min-p P] [--repetition-penalty R]\n"
     "  [--presence-penalty P] [--frequency-penalty F] [--seed S] [--stop STR]... [--ignore-eos]\n"
     "  [--threads N] [--kv-cache-bytes B] [--json] [--dump-logits FILE]\n"
     "  [--kv-method full|pyramidkv|snapkv|streamingllm|h2o] [--kv-budget B | --kv-ratio R]\n"
-    "  [--kv-window W] [--kv-pooling max|avg] [--kv-kernel K] [--kv-rounding exact|official]\n";
+    "  [--kv-window W] [--kv-pooling max|avg] [--kv-kernel K] [--kv-rounding exact|official]\n"
+    "PATH is a GGUF file or a Hugging Face model directory (config.json, *.safetensors and\n"
+    "tokenizer files). --chat sends the prompt as one user message through the model's chat\n"
+    "template (recognised from the model files, or named with --chat-template; an unknown\n"
+    "name lists the valid ones).\n";
 
 struct RunArgs {
   std::string model;
@@ -32,6 +40,8 @@ struct RunArgs {
   RunnerOptions runner;
   KvPolicy kv;
   bool json = false;
+  bool chat = false;
+  std::optional<std::string> chat_template;  // a template name; else the model's own
   std::optional<std::string> dump_logits;
 };
 
@@ -50,10 +60,10 @@ absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& s) {
 }
 
 absl::StatusOr<RunArgs> ParseRunArgs(const std::vector<std::string>& argv) {
-  CliSpec spec{
-      {"model", "prompt", "prompt-ids", "threads", "kv-cache-bytes", "dump-logits", "block-size"},
-      {"json"},
-      {}};
+  CliSpec spec{{"model", "prompt", "prompt-ids", "threads", "kv-cache-bytes", "dump-logits",
+                "block-size", "chat-template"},
+               {"json", "chat"},
+               {}};
   AddSamplingFlags(spec);
   AddKvFlags(spec);
   ASSIGN_OR_RETURN(CliArgs args, CliArgs::Parse(argv, spec));
@@ -73,6 +83,9 @@ absl::StatusOr<RunArgs> ParseRunArgs(const std::vector<std::string>& argv) {
                    args.GetInt("kv-cache-bytes", r.runner.kv_cache_bytes, 1, INT64_MAX));
   ASSIGN_OR_RETURN(r.kv, ParseKvPolicy(args));
   r.json = args.Flag("json");
+  r.chat = args.Flag("chat") || args.Has("chat-template");
+  r.chat_template = args.Get("chat-template");
+  if (r.chat && !r.prompt) return absl::InvalidArgumentError("--chat needs --prompt");
   r.dump_logits = args.Get("dump-logits");
   return r;
 }
@@ -113,12 +126,28 @@ nlohmann::json ResultJson(const std::vector<int32_t>& prompt, const GenerationRe
             {"full_kv_bytes", g.kv.full_kv_bytes}}}};
 }
 
+// The prompt ids: --prompt-ids as given, --prompt encoded, or with --chat as one user message
+// through the chat template.
+absl::StatusOr<std::vector<int32_t>> PromptIds(const RunArgs& r, const LoadedTokenizer& loaded) {
+  if (!r.prompt) return r.prompt_ids;
+  const Tokenizer& tokenizer = *loaded.tokenizer;
+  if (!r.chat) return tokenizer.Encode(*r.prompt, EncodeOptions{});
+  auto chat = r.chat_template ? ChatTemplate::FromName(*r.chat_template, tokenizer)
+                              : ChatTemplate::Detect(loaded.chat_template, tokenizer);
+  if (!chat.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        chat.status().message(), r.chat_template ? "" : " (name one with --chat-template)"));
+  }
+  const ChatMessage message{"user", *r.prompt};
+  return chat->Apply({&message, 1});
+}
+
 absl::Status Run(const std::vector<std::string>& argv) {
   ASSIGN_OR_RETURN(RunArgs r, ParseRunArgs(argv));
-  ASSIGN_OR_RETURN(std::unique_ptr<ModelWeights> weights, ModelWeights::Open(r.model));
-  ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, Tokenizer::FromGguf(weights->gguf()));
-  std::vector<int32_t> prompt = r.prompt_ids;
-  if (r.prompt) prompt = tokenizer->Encode(*r.prompt, EncodeOptions{});
+  ASSIGN_OR_RETURN(std::unique_ptr<ModelWeights> weights, OpenModel(r.model));
+  ASSIGN_OR_RETURN(LoadedTokenizer loaded, LoadTokenizerAndTemplate(r.model));
+  const Tokenizer& tokenizer = *loaded.tokenizer;
+  ASSIGN_OR_RETURN(std::vector<int32_t> prompt, PromptIds(r, loaded));
   if (prompt.empty()) return absl::InvalidArgumentError("the prompt encodes to no tokens");
   ASSIGN_OR_RETURN(std::unique_ptr<CpuModelRunner> runner,
                    CpuModelRunner::Create(*weights, r.runner));
@@ -139,7 +168,7 @@ absl::Status Run(const std::vector<std::string>& argv) {
     };
   }
   const uint64_t default_seed = std::random_device{}();
-  ASSIGN_OR_RETURN(GenerationResult g, Generate(*runner, *tokenizer, prompt, r.sampling,
+  ASSIGN_OR_RETURN(GenerationResult g, Generate(*runner, tokenizer, prompt, r.sampling,
                                                 default_seed, r.kv, observer, on_text));
   if (r.json) {
     std::printf("%s\n", ResultJson(prompt, g)

@@ -12,7 +12,9 @@ PromptEncoder::PromptEncoder(const Tokenizer& tokenizer,
     : tokenizer_(tokenizer), server_template_(std::move(server_template)) {
   for (ChatTemplateKind kind :
        {ChatTemplateKind::kPlain, ChatTemplateKind::kLlama2, ChatTemplateKind::kLlama3,
-        ChatTemplateKind::kChatMl, ChatTemplateKind::kZephyr, ChatTemplateKind::kMistral}) {
+        ChatTemplateKind::kChatMl, ChatTemplateKind::kZephyr, ChatTemplateKind::kMistral,
+        ChatTemplateKind::kMistralV1, ChatTemplateKind::kMistralV2, ChatTemplateKind::kMistralV3,
+        ChatTemplateKind::kMistralV7}) {
     named_.emplace_back(kind, tokenizer_);
   }
 }
@@ -55,8 +57,9 @@ absl::StatusOr<std::vector<int32_t>> PromptEncoder::EncodeMessages(
       if (t.kind() == *kind) tmpl = &t;
     }
   }
-  ChatTemplateOptions options{.add_bos = !continuation,
-                              .add_generation_prompt = add_generation_prompt};
+  ChatTemplateOptions options;
+  options.add_bos = !continuation;
+  options.add_generation_prompt = add_generation_prompt;
   return tmpl->Apply(messages, options);
 }
 

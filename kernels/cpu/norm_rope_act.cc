@@ -24,6 +24,14 @@ void ApplyRope(float* x, const int32_t* positions, int64_t n_tokens, int64_t n_h
   for (int64_t i = 0; i < half; ++i) {
     inv_freq[i] = std::pow(theta, -2.0f * static_cast<float>(i) / static_cast<float>(rot_dim));
   }
+  ApplyRopeWithFrequencies(x, positions, n_tokens, n_heads, head_dim, rot_dim, inv_freq.data(),
+                           style);
+}
+
+void ApplyRopeWithFrequencies(float* x, const int32_t* positions, int64_t n_tokens, int64_t n_heads,
+                              int64_t head_dim, int64_t rot_dim, const float* inv_freq,
+                              RopeStyle style) {
+  const int64_t half = rot_dim / 2;
   std::vector<float> cos_t(static_cast<size_t>(half)), sin_t(static_cast<size_t>(half));
   for (int64_t t = 0; t < n_tokens; ++t) {
     const float pos = static_cast<float>(positions[t]);

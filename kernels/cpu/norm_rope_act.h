@@ -19,6 +19,12 @@ enum class RopeStyle {
 void ApplyRope(float* x, const int32_t* positions, int64_t n_tokens, int64_t n_heads,
                int64_t head_dim, int64_t rot_dim, float theta, RopeStyle style);
 
+// ApplyRope with the per-pair inverse frequencies given (angle = pos * inv_freq[i]), for scaled
+// RoPE variants. inv_freq: [rot_dim / 2].
+void ApplyRopeWithFrequencies(float* x, const int32_t* positions, int64_t n_tokens, int64_t n_heads,
+                              int64_t head_dim, int64_t rot_dim, const float* inv_freq,
+                              RopeStyle style);
+
 // out[i] = silu(gate[i]) * up[i], silu(g) = g / (1 + exp(-g)). out may alias gate or up.
 void SwiGlu(const float* gate, const float* up, float* out, int64_t n);
 

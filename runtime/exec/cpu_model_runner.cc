@@ -23,6 +23,11 @@ void AddInPlace(float* dst, const float* src, int64_t n) {
 }
 
 // x[r, :] += bias for r < n_rows (x: [n_rows, bias.size()]); no-op for an empty bias.
+void AddBias(float* x, const std::vector<float>& bias, int64_t n_rows) {
+  const auto d = static_cast<int64_t>(bias.size());
+  for (int64_t r = 0; r < n_rows && d > 0; ++r) AddInPlace(x + r * d, bias.data(), d);
+}
+
 }  // namespace
 
 absl::Status RunnerOptions::Validate() const {
@@ -213,10 +218,14 @@ void CpuModelRunner::RunLayer(int32_t layer, std::span<const StepSequence> batch
   MatMul(w.wk, xn_.data(), n, k_.data(), threads_, matmul_workspace_);
   MatMul(w.wv, xn_.data(), n, v_.data(), threads_, matmul_workspace_);
   ParallelRows(n, [&](int64_t r0, int64_t r1) {
-    ApplyRope(q_.data() + r0 * q_dim, positions_.data() + r0, r1 - r0, c.num_heads, c.head_dim,
-              c.rope_dim, c.rope_theta, c.rope_style);
-    ApplyRope(k_.data() + r0 * kv_dim, positions_.data() + r0, r1 - r0, c.num_kv_heads, c.head_dim,
-              c.rope_dim, c.rope_theta, c.rope_style);
+    AddBias(q_.data() + r0 * q_dim, w.bq, r1 - r0);
+    AddBias(k_.data() + r0 * kv_dim, w.bk, r1 - r0);
+    AddBias(v_.data() + r0 * kv_dim, w.bv, r1 - r0);
+    const float* inv_freq = weights_.rope_inv_freq().data();
+    ApplyRopeWithFrequencies(q_.data() + r0 * q_dim, positions_.data() + r0, r1 - r0, c.num_heads,
+                             c.head_dim, c.rope_dim, inv_freq, c.rope_style);
+    ApplyRopeWithFrequencies(k_.data() + r0 * kv_dim, positions_.data() + r0, r1 - r0,
+                             c.num_kv_heads, c.head_dim, c.rope_dim, inv_freq, c.rope_style);
   });
   WriteKv(layer, batch);
   Attention(layer, batch);

@@ -13,32 +13,37 @@ absl::StatusOr<const GgufTensorInfo*> FindShaped(const GgufFile& gguf, const std
   const GgufTensorInfo* t = gguf.FindTensor(name);
   if (t == nullptr) return absl::InvalidArgumentError(absl::StrCat("model: missing tensor ", name));
   if (t->dims != dims) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "model: tensor %s has shape [%s], expected [%s]", name, absl::StrJoin(t->dims, ", "),
-        absl::StrJoin(dims, ", ")));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("model: tensor %s has shape [%s], expected [%s]", name,
+                        absl::StrJoin(t->dims, ", "), absl::StrJoin(dims, ", ")));
   }
   return t;
 }
 
 absl::StatusOr<WeightType> ToWeightType(const GgufTensorInfo& t) {
   switch (t.type) {
-    case GgmlType::kF32: return WeightType::kF32;
-    case GgmlType::kF16: return WeightType::kF16;
-    case GgmlType::kBF16: return WeightType::kBF16;
-    case GgmlType::kQ8_0: return WeightType::kQ8_0;
+    case GgmlType::kF32:
+      return WeightType::kF32;
+    case GgmlType::kF16:
+      return WeightType::kF16;
+    case GgmlType::kBF16:
+      return WeightType::kBF16;
+    case GgmlType::kQ8_0:
+      return WeightType::kQ8_0;
     default:
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "model: tensor %s has type %s; supported: F32, F16, BF16, Q8_0", t.name,
-          GgmlTypeName(t.type)));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("model: tensor %s has type %s; supported: F32, F16, BF16, Q8_0", t.name,
+                          GgmlTypeName(t.type)));
   }
 }
 
 // dims in ggml order: {cols, rows}.
-absl::StatusOr<WeightMatrix> LoadMatrix(const GgufFile& gguf, const std::string& name,
-                                        int64_t rows, int64_t cols) {
+absl::StatusOr<WeightMatrix> LoadMatrix(const GgufFile& gguf, const std::string& name, int64_t rows,
+                                        int64_t cols) {
   ASSIGN_OR_RETURN(const GgufTensorInfo* t, FindShaped(gguf, name, {cols, rows}));
   ASSIGN_OR_RETURN(WeightType type, ToWeightType(*t));
-  if (t->data == nullptr) return absl::InvalidArgumentError(absl::StrCat("model: tensor ", name, " has no data"));
+  if (t->data == nullptr)
+    return absl::InvalidArgumentError(absl::StrCat("model: tensor ", name, " has no data"));
   return WeightMatrix{type, t->data, rows, cols};
 }
 
@@ -47,7 +52,8 @@ absl::StatusOr<std::vector<float>> LoadVector(const GgufFile& gguf, const std::s
   ASSIGN_OR_RETURN(const GgufTensorInfo* t, FindShaped(gguf, name, {n}));
   ASSIGN_OR_RETURN(WeightType type, ToWeightType(*t));
   if (type == WeightType::kQ8_0 && n % 32 != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("model: tensor ", name, " has a bad Q8_0 length"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("model: tensor ", name, " has a bad Q8_0 length"));
   }
   std::vector<float> v(static_cast<size_t>(n));
   DequantizeRow(type, t->data, v.data(), n);
@@ -80,9 +86,9 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::FromGguf(
   }
   // A corrupt block count must fail on the missing tensors, not on a huge allocation.
   if (g.FindTensor(absl::StrCat("blk.", c.num_layers - 1, ".attn_norm.weight")) == nullptr) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "model: missing tensor blk.%d.attn_norm.weight (%d layers declared)", c.num_layers - 1,
-        c.num_layers));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("model: missing tensor blk.%d.attn_norm.weight (%d layers declared)",
+                        c.num_layers - 1, c.num_layers));
   }
   w->layers_.resize(static_cast<size_t>(c.num_layers));
   for (int32_t i = 0; i < c.num_layers; ++i) {
@@ -97,12 +103,20 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::FromGguf(
     ASSIGN_OR_RETURN(l.w_gate, LoadMatrix(g, p + "ffn_gate.weight", c.ffn_dim, c.dim));
     ASSIGN_OR_RETURN(l.w_up, LoadMatrix(g, p + "ffn_up.weight", c.ffn_dim, c.dim));
     ASSIGN_OR_RETURN(l.w_down, LoadMatrix(g, p + "ffn_down.weight", c.dim, c.ffn_dim));
+  }
+  w->Finish();
+  return w;
+}
+
+void ModelWeights::Finish() {
+  rope_inv_freq_ = RopeInverseFrequencies(config_);
+  matrix_bytes_ = 0;
+  for (const LayerWeights& l : layers_) {
     for (const WeightMatrix* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) {
-      w->matrix_bytes_ += m->rows * RowBytes(m->type, m->cols);
+      matrix_bytes_ += m->rows * RowBytes(m->type, m->cols);
     }
   }
-  w->matrix_bytes_ += w->output_.rows * RowBytes(w->output_.type, w->output_.cols);
-  return w;
+  matrix_bytes_ += output_.rows * RowBytes(output_.type, output_.cols);
 }
 
 }  // namespace funnel

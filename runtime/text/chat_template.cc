@@ -8,6 +8,8 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "runtime/text/chat_token_builder.h"
+#include "runtime/text/mistral_chat_format.h"
 
 namespace funnel {
 namespace {
@@ -17,23 +19,48 @@ struct KindEntry {
   const char* name;
 };
 
-// Sorted by name (ValidNames lists them in this order).
-constexpr std::array<KindEntry, 6> kKinds = {{
+// Family names sorted, then Mistral's versioned formats (ValidNames lists them in this order).
+constexpr std::array<KindEntry, 10> kKinds = {{
     {ChatTemplateKind::kChatMl, "chatml"},
     {ChatTemplateKind::kLlama2, "llama2"},
     {ChatTemplateKind::kLlama3, "llama3"},
     {ChatTemplateKind::kMistral, "mistral"},
     {ChatTemplateKind::kPlain, "plain"},
     {ChatTemplateKind::kZephyr, "zephyr"},
+    {ChatTemplateKind::kMistralV1, "mistral-v1"},
+    {ChatTemplateKind::kMistralV2, "mistral-v2"},
+    {ChatTemplateKind::kMistralV3, "mistral-v3"},
+    {ChatTemplateKind::kMistralV7, "mistral-v7"},
 }};
+
+bool IsMistral(ChatTemplateKind kind) {
+  return kind == ChatTemplateKind::kMistral || kind == ChatTemplateKind::kMistralV1 ||
+         kind == ChatTemplateKind::kMistralV2 || kind == ChatTemplateKind::kMistralV3 ||
+         kind == ChatTemplateKind::kMistralV7;
+}
+
+// kMistral → the version the vocabulary is made for.
+ChatTemplateKind ResolveFormat(ChatTemplateKind kind, const Tokenizer& tok) {
+  if (kind != ChatTemplateKind::kMistral) return kind;
+  if (tok.IsControl(tok.FindToken("[SYSTEM_PROMPT]"))) return ChatTemplateKind::kMistralV7;
+  if (tok.IsControl(tok.FindToken("[INST]"))) return ChatTemplateKind::kMistralV3;
+  return ChatTemplateKind::kMistralV1;
+}
 
 std::vector<std::string_view> MarkersOf(ChatTemplateKind kind) {
   switch (kind) {
     case ChatTemplateKind::kPlain:
       return {};
     case ChatTemplateKind::kLlama2:
-    case ChatTemplateKind::kMistral:
       return {"[INST]", "[/INST]"};
+    case ChatTemplateKind::kMistral:
+    case ChatTemplateKind::kMistralV1:
+    case ChatTemplateKind::kMistralV2:
+    case ChatTemplateKind::kMistralV3:
+    case ChatTemplateKind::kMistralV7:
+      return {"[INST]",          "[/INST]",         "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]",
+              "[TOOL_CALLS]",    "[TOOL_RESULTS]",  "[/TOOL_RESULTS]",   "[TOOL_CONTENT]",
+              "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]"};
     case ChatTemplateKind::kLlama3:
       return {"<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"};
     case ChatTemplateKind::kChatMl:
@@ -51,30 +78,36 @@ bool Contains(std::string_view haystack, std::string_view needle) {
   return haystack.find(needle) != std::string_view::npos;
 }
 
-size_t Utf8Length(std::string_view s) {
-  const auto lead = static_cast<uint8_t>(s[0]);
-  size_t len = 1;
-  if (lead >= 0xC0 && lead < 0xE0) len = 2;
-  if (lead >= 0xE0 && lead < 0xF0) len = 3;
-  if (lead >= 0xF0) len = 4;
-  return std::min(len, s.size());
-}
-
 std::string Capitalized(std::string_view role) {
   std::string out(role);
   if (!out.empty()) out[0] = absl::ascii_toupper(static_cast<unsigned char>(out[0]));
   return out;
 }
 
-absl::Status ValidateMessages(std::span<const ChatMessage> messages) {
+bool AllValidUtf8(const ChatMessage& m) {
+  if (!IsValidUtf8(m.content) || !IsValidUtf8(m.tool_call_id) || !IsValidUtf8(m.name)) return false;
+  for (const ChatToolCall& c : m.tool_calls) {
+    if (!IsValidUtf8(c.id) || !IsValidUtf8(c.name) || !IsValidUtf8(c.arguments)) return false;
+  }
+  return true;
+}
+
+// `tools`: whether the format takes tool messages and tool calls.
+absl::Status ValidateMessages(std::span<const ChatMessage> messages, bool tools) {
   if (messages.empty()) return absl::InvalidArgumentError("messages: at least one is required");
   for (size_t i = 0; i < messages.size(); ++i) {
     const ChatMessage& m = messages[i];
-    if (m.role != "system" && m.role != "user" && m.role != "assistant") {
+    const bool tool_role = tools && m.role == "tool";
+    if (m.role != "system" && m.role != "user" && m.role != "assistant" && !tool_role) {
       return absl::InvalidArgumentError(absl::StrCat("messages[", i, "].role: '", m.role,
-                                                     "' is not one of system, user, assistant"));
+                                                     "' is not one of system, user, ",
+                                                     tools ? "assistant, tool" : "assistant"));
     }
-    if (!IsValidUtf8(m.content)) {
+    if (!tools && !m.tool_calls.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("messages[", i, "]: tool calls need a Mistral v2+ chat template"));
+    }
+    if (!AllValidUtf8(m)) {
       return absl::InvalidArgumentError(
           absl::StrCat("messages[", i, "].content is not valid UTF-8"));
     }
@@ -121,99 +154,29 @@ bool IsValidUtf8(std::string_view text) {
 
 namespace {
 
-// Accumulates markers and text, encoding each text run when a token interrupts it.
-class Builder {
- public:
-  Builder(const ChatTemplate& tmpl, bool space_prefix_at_start)
-      : tmpl_(tmpl), tok_(tmpl.tokenizer()), prefix_next_(space_prefix_at_start) {}
-
-  void Bos() {
-    if (tok_.bos_id() < 0) return;
-    Token(tok_.bos_id());
-    prefix_next_ = true;
-  }
-  void Eos() {
-    if (tok_.eos_id() >= 0) Token(tok_.eos_id());
-  }
-  void Marker(std::string_view marker) {
-    const int32_t id = tmpl_.MarkerId(marker);
-    if (id >= 0) {
-      Token(id);
-    } else {
-      Text(marker);
-    }
-  }
-  void Text(std::string_view text) { pending_ += text; }
-
-  std::vector<int32_t> Finish() {
-    Flush();
-    return std::move(ids_);
-  }
-
- private:
-  void Token(int32_t id) {
-    Flush();
-    ids_.push_back(id);
-    prefix_next_ = false;
-  }
-  void Flush() {
-    if (pending_.empty()) return;
-    EncodeGuarded(pending_, prefix_next_, /*depth=*/0);
-    pending_.clear();
-    prefix_next_ = false;
-  }
-  // Encodes text; a protected id that the text produced (only possible for markers stored as
-  // user-defined or normal pieces) is replaced by the encoding of its text split after the first
-  // character, recursively (the pieces are strictly shorter, so this ends).
-  void EncodeGuarded(std::string_view text, bool prefix, int depth) {
-    EncodeOptions options{.add_bos = false, .add_space_prefix = prefix, .add_eos = false};
-    for (int32_t id : tok_.Encode(text, options)) {
-      if (!tmpl_.IsProtected(id)) {
-        ids_.push_back(id);
-        continue;
-      }
-      const std::string piece = tok_.TokenToPiece(id);
-      const size_t first = piece.empty() ? 0 : Utf8Length(piece);
-      if (first == 0 || first >= piece.size() || depth > 64) {
-        if (tok_.unk_id() >= 0) ids_.push_back(tok_.unk_id());  // a one-character marker
-        continue;
-      }
-      EncodeGuarded(std::string_view(piece).substr(0, first), false, depth + 1);
-      EncodeGuarded(std::string_view(piece).substr(first), false, depth + 1);
-    }
-  }
-
-  const ChatTemplate& tmpl_;
-  const Tokenizer& tok_;
-  bool prefix_next_;
-  std::string pending_;
-  std::vector<int32_t> ids_;
-};
-
-void RenderPlain(std::span<const ChatMessage> messages, bool gen, Builder& b) {
+void RenderPlain(std::span<const ChatMessage> messages, bool gen, ChatTokenBuilder& b) {
   for (const ChatMessage& m : messages) {
     b.Text(absl::StrCat(Capitalized(m.role), ": ", m.content, "\n"));
   }
   if (gen) b.Text("Assistant:");
 }
 
-// Llama 2 and Mistral: [INST] turns; the system prompt goes into the next user turn.
-void RenderInst(std::span<const ChatMessage> messages, bool llama2, Builder& b) {
+// Llama 2: [INST] turns; the system prompt goes into the next user turn.
+void RenderLlama2(std::span<const ChatMessage> messages, ChatTokenBuilder& b) {
   std::string system;
   bool first_turn = true;
   for (const ChatMessage& m : messages) {
     if (m.role == "system") {
       system = system.empty() ? m.content : absl::StrCat(system, "\n\n", m.content);
     } else if (m.role == "assistant") {
-      b.Text(llama2 ? absl::StrCat(" ", m.content, " ") : m.content);
+      b.Text(absl::StrCat(" ", m.content, " "));
       b.Eos();
     } else {
-      if (llama2 && !first_turn) b.Bos();
+      if (!first_turn) b.Bos();
       first_turn = false;
       std::string user = m.content;
       if (!system.empty()) {
-        user = llama2 ? absl::StrCat("<<SYS>>\n", system, "\n<</SYS>>\n\n", user)
-                      : absl::StrCat(system, "\n\n", user);
+        user = absl::StrCat("<<SYS>>\n", system, "\n<</SYS>>\n\n", user);
         system.clear();
       }
       b.Marker("[INST]");
@@ -223,7 +186,7 @@ void RenderInst(std::span<const ChatMessage> messages, bool llama2, Builder& b) 
   }
 }
 
-void RenderLlama3(std::span<const ChatMessage> messages, bool gen, Builder& b) {
+void RenderLlama3(std::span<const ChatMessage> messages, bool gen, ChatTokenBuilder& b) {
   auto header = [&b](std::string_view role) {
     b.Marker("<|start_header_id|>");
     b.Text(role);
@@ -240,7 +203,14 @@ void RenderLlama3(std::span<const ChatMessage> messages, bool gen, Builder& b) {
   }
 }
 
-void RenderChatMl(std::span<const ChatMessage> messages, bool gen, Builder& b) {
+void RenderChatMl(std::span<const ChatMessage> messages, const std::string& default_system,
+                  bool gen, ChatTokenBuilder& b) {
+  if (!default_system.empty() && messages.front().role != "system") {
+    b.Marker("<|im_start|>");
+    b.Text(absl::StrCat("system\n", default_system));
+    b.Marker("<|im_end|>");
+    b.Text("\n");
+  }
   for (const ChatMessage& m : messages) {
     b.Marker("<|im_start|>");
     b.Text(absl::StrCat(m.role, "\n", m.content));
@@ -253,7 +223,7 @@ void RenderChatMl(std::span<const ChatMessage> messages, bool gen, Builder& b) {
   }
 }
 
-void RenderZephyr(std::span<const ChatMessage> messages, bool gen, Builder& b) {
+void RenderZephyr(std::span<const ChatMessage> messages, bool gen, ChatTokenBuilder& b) {
   for (const ChatMessage& m : messages) {
     b.Marker(absl::StrCat("<|", m.role, "|>"));
     b.Text(absl::StrCat("\n", m.content));
@@ -266,10 +236,29 @@ void RenderZephyr(std::span<const ChatMessage> messages, bool gen, Builder& b) {
   }
 }
 
+// A ChatML template's literal system prompt for conversations without one (Qwen2's
+// '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n'): the text between
+// "<|im_start|>system" + newline (a real one, or "\n" as Jinja escape) and "<|im_end|>" when it
+// is a plain literal (no quote, brace, '+' or backslash); "" otherwise.
+std::string DefaultSystemPrompt(std::string_view jinja) {
+  for (std::string_view open : {"<|im_start|>system\n", "<|im_start|>system\\n"}) {
+    for (size_t pos = jinja.find(open); pos != std::string_view::npos;
+         pos = jinja.find(open, pos + 1)) {
+      const size_t start = pos + open.size();
+      const size_t end = jinja.find("<|im_end|>", start);
+      if (end == std::string_view::npos) break;
+      const std::string_view text = jinja.substr(start, end - start);
+      if (text.empty() || text.find_first_of("'\"{}+\\") != std::string_view::npos) continue;
+      return std::string(text);
+    }
+  }
+  return "";
+}
+
 }  // namespace
 
 ChatTemplate::ChatTemplate(ChatTemplateKind kind, const Tokenizer& tokenizer)
-    : kind_(kind), tokenizer_(&tokenizer) {
+    : kind_(kind), format_(ResolveFormat(kind, tokenizer)), tokenizer_(&tokenizer) {
   const std::vector<std::string_view> markers = MarkersOf(kind);
   if (markers.empty()) return;
   absl::flat_hash_set<std::string_view> wanted(markers.begin(), markers.end());
@@ -328,11 +317,13 @@ absl::StatusOr<ChatTemplateKind> ChatTemplate::Recognize(std::string_view jinja)
       !Contains(jinja, "<|end|>")) {
     return ChatTemplateKind::kZephyr;
   }
+  if (Contains(jinja, "[SYSTEM_PROMPT]")) return ChatTemplateKind::kMistralV7;
   if (Contains(jinja, "[INST]")) {
     return Contains(jinja, "<<SYS>>") ? ChatTemplateKind::kLlama2 : ChatTemplateKind::kMistral;
   }
   return absl::InvalidArgumentError(
-      absl::StrCat("the model's chat template is not recognised; name one with chat_template (",
+      absl::StrCat("the model's chat template is not recognised; name one with chat_template / "
+                   "--chat-template (",
                    ValidNames(), ")"));
 }
 
@@ -347,7 +338,9 @@ absl::StatusOr<ChatTemplate> ChatTemplate::Detect(std::string_view jinja,
                                                   const Tokenizer& tokenizer) {
   auto kind = Recognize(jinja);
   if (!kind.ok()) return kind.status();
-  return ChatTemplate(*kind, tokenizer);
+  ChatTemplate tmpl(*kind, tokenizer);
+  if (*kind == ChatTemplateKind::kChatMl) tmpl.default_system_ = DefaultSystemPrompt(jinja);
+  return tmpl;
 }
 
 absl::StatusOr<ChatTemplate> ChatTemplate::FromGguf(const GgufFile& gguf,
@@ -360,27 +353,44 @@ absl::StatusOr<ChatTemplate> ChatTemplate::FromGguf(const GgufFile& gguf,
 
 absl::StatusOr<std::vector<int32_t>> ChatTemplate::Apply(std::span<const ChatMessage> messages,
                                                          const ChatTemplateOptions& options) const {
-  if (absl::Status s = ValidateMessages(messages); !s.ok()) return s;
-  Builder b(*this, /*space_prefix_at_start=*/options.add_bos);
+  const bool mistral = IsMistral(format_);
+  const bool tools = mistral && format_ != ChatTemplateKind::kMistralV1;
+  if (absl::Status s = ValidateMessages(messages, tools); !s.ok()) return s;
+  if (!mistral && !options.tools_json.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tools need a Mistral v2+ chat template, not ", name()));
+  }
+  ChatTokenBuilder b(*this, /*space_prefix_at_start=*/options.add_bos);
   if (options.add_bos && tokenizer_->add_bos()) b.Bos();
   const bool gen = options.add_generation_prompt;
-  switch (kind_) {
+  switch (format_) {
     case ChatTemplateKind::kPlain:
       RenderPlain(messages, gen, b);
       break;
     case ChatTemplateKind::kLlama2:
-    case ChatTemplateKind::kMistral:
-      RenderInst(messages, kind_ == ChatTemplateKind::kLlama2, b);
+      RenderLlama2(messages, b);
       break;
     case ChatTemplateKind::kLlama3:
       RenderLlama3(messages, gen, b);
       break;
     case ChatTemplateKind::kChatMl:
-      RenderChatMl(messages, gen, b);
+      RenderChatMl(messages, default_system_, gen, b);
       break;
     case ChatTemplateKind::kZephyr:
       RenderZephyr(messages, gen, b);
       break;
+    case ChatTemplateKind::kMistral:  // resolved by ResolveFormat
+    case ChatTemplateKind::kMistralV1:
+    case ChatTemplateKind::kMistralV2:
+    case ChatTemplateKind::kMistralV3:
+    case ChatTemplateKind::kMistralV7: {
+      const MistralVersion v = format_ == ChatTemplateKind::kMistralV1   ? MistralVersion::kV1
+                               : format_ == ChatTemplateKind::kMistralV2 ? MistralVersion::kV2
+                               : format_ == ChatTemplateKind::kMistralV7 ? MistralVersion::kV7
+                                                                         : MistralVersion::kV3;
+      if (absl::Status s = RenderMistral(v, messages, options.tools_json, b); !s.ok()) return s;
+      break;
+    }
   }
   return b.Finish();
 }

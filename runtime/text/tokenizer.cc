@@ -3,13 +3,16 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
-#include <optional>
-#include <queue>
 #include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "runtime/text/byte_level_bpe.h"
+#include "runtime/text/char_bpe.h"
+#include "runtime/text/pretokenizer_regex.h"
+#include "runtime/text/special_tokens.h"
+#include "runtime/text/spm_tokenizer.h"
 #include "runtime/util/status_macros.h"
 
 namespace funnel {
@@ -17,24 +20,8 @@ namespace {
 
 constexpr std::string_view kSpaceSymbol = "\xE2\x96\x81";       // U+2581 '▁'
 constexpr std::string_view kUnknownSurface = " \xE2\x81\x87 ";  // " ⁇ ", as SentencePiece
-constexpr size_t kNone = std::numeric_limits<size_t>::max();
 
 absl::string_view ToAbsl(std::string_view s) { return absl::string_view(s.data(), s.size()); }
-
-// Byte value of a "<0xNN>" piece, or nullopt.
-std::optional<uint8_t> ParseBytePiece(std::string_view piece) {
-  if (piece.size() != 6 || piece.substr(0, 3) != "<0x" || piece[5] != '>') return std::nullopt;
-  int value = 0;
-  for (char c : piece.substr(3, 2)) {
-    int digit = -1;
-    if (c >= '0' && c <= '9') digit = c - '0';
-    if (c >= 'A' && c <= 'F') digit = c - 'A' + 10;
-    if (c >= 'a' && c <= 'f') digit = c - 'a' + 10;
-    if (digit < 0) return std::nullopt;
-    value = value * 16 + digit;
-  }
-  return static_cast<uint8_t>(value);
-}
 
 std::string ReplaceSpaceSymbol(std::string_view piece) {
   std::string out;
@@ -48,21 +35,6 @@ std::string ReplaceSpaceSymbol(std::string_view piece) {
     }
   }
   return out;
-}
-
-// Length of the UTF-8 character starting text[0]: its full length when the lead byte and all
-// continuation bytes are present, else 1 (an invalid byte is a symbol of its own).
-size_t Utf8CharLength(std::string_view text) {
-  const auto lead = static_cast<uint8_t>(text[0]);
-  size_t len = 1;
-  if (lead >= 0xC0 && lead < 0xE0) len = 2;
-  if (lead >= 0xE0 && lead < 0xF0) len = 3;
-  if (lead >= 0xF0 && lead < 0xF8) len = 4;
-  if (len > text.size()) return 1;
-  for (size_t i = 1; i < len; ++i) {
-    if ((static_cast<uint8_t>(text[i]) & 0xC0) != 0x80) return 1;
-  }
-  return len;
 }
 
 bool IsTextType(TokenType type) {
@@ -80,8 +52,10 @@ absl::Status CheckId(std::string_view name, int32_t id, size_t n_vocab) {
 // Fills in types when the vocabulary has none: specials from their ids, <0xNN> as bytes.
 void InferTypes(Vocabulary& vocab) {
   vocab.types.assign(vocab.tokens.size(), TokenType::kNormal);
-  for (size_t i = 0; i < vocab.tokens.size(); ++i) {
-    if (ParseBytePiece(vocab.tokens[i])) vocab.types[i] = TokenType::kByte;
+  if (vocab.model != "gpt2") {
+    for (size_t i = 0; i < vocab.tokens.size(); ++i) {
+      if (ParseBytePiece(vocab.tokens[i]) >= 0) vocab.types[i] = TokenType::kByte;
+    }
   }
   for (int32_t id : {vocab.bos_id, vocab.eos_id, vocab.pad_id}) {
     if (id >= 0) vocab.types[id] = TokenType::kControl;
@@ -89,11 +63,15 @@ void InferTypes(Vocabulary& vocab) {
   if (vocab.unk_id >= 0) vocab.types[vocab.unk_id] = TokenType::kUnknown;
 }
 
-absl::Status ValidateVocab(const Vocabulary& vocab) {
-  if (vocab.model != "llama") {
-    return absl::InvalidArgumentError(absl::StrCat("unsupported tokenizer model '", vocab.model,
-                                                   "' (only SentencePiece-style 'llama' for now)"));
-  }
+absl::Status CheckModel(const std::string& model) {
+  if (model == "llama" || model == "gpt2" || model == "bpe") return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("unsupported tokenizer model '", model,
+                   "' (supported: 'llama' SentencePiece BPE, 'gpt2' byte-level BPE, 'bpe')"));
+}
+
+absl::Status ValidateShape(const Vocabulary& vocab) {
+  RETURN_IF_ERROR(CheckModel(vocab.model));
   const size_t n = vocab.tokens.size();
   if (n == 0) return absl::InvalidArgumentError("tokenizer: tokenizer.ggml.tokens is empty");
   if (n > static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
@@ -109,13 +87,19 @@ absl::Status ValidateVocab(const Vocabulary& vocab) {
                                                    vocab.types.size(),
                                                    " entries but tokenizer.ggml.tokens has ", n));
   }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateVocab(const Vocabulary& vocab) {
+  RETURN_IF_ERROR(ValidateShape(vocab));
+  const size_t n = vocab.tokens.size();
   for (size_t i = 0; i < vocab.types.size(); ++i) {
     const auto t = static_cast<int32_t>(vocab.types[i]);
     if (t < 0 || t > static_cast<int32_t>(TokenType::kByte)) {
       return absl::InvalidArgumentError(
           absl::StrCat("tokenizer: token ", i, " has unknown token type ", t));
     }
-    if (vocab.types[i] == TokenType::kByte && !ParseBytePiece(vocab.tokens[i])) {
+    if (vocab.types[i] == TokenType::kByte && ParseBytePiece(vocab.tokens[i]) < 0) {
       return absl::InvalidArgumentError(absl::StrCat("tokenizer: byte token ", i, " has piece '",
                                                      vocab.tokens[i], "', expected <0xNN>"));
     }
@@ -160,18 +144,58 @@ absl::StatusOr<std::vector<TokenType>> ReadTypes(const GgufFile& gguf) {
   return types;
 }
 
-absl::Status ReadSpecialIds(const GgufFile& gguf, Vocabulary& vocab) {
-  ASSIGN_OR_RETURN(vocab.bos_id, ReadTokenId(gguf, "tokenizer.ggml.bos_token_id", 1));
-  ASSIGN_OR_RETURN(vocab.eos_id, ReadTokenId(gguf, "tokenizer.ggml.eos_token_id", 2));
-  ASSIGN_OR_RETURN(vocab.unk_id, ReadTokenId(gguf, "tokenizer.ggml.unknown_token_id", 0));
+bool IsLlama3Pre(std::string_view pre) {
+  return pre == "llama3" || pre == "llama-bpe" || pre == "llama-v3" || pre == "dbrx" ||
+         pre == "smaug-bpe";
+}
+
+absl::Status ReadSpecialIds(const GgufFile& gguf, std::string_view pre, Vocabulary& vocab) {
+  const bool spm = vocab.model == "llama";
+  ASSIGN_OR_RETURN(vocab.bos_id, ReadTokenId(gguf, "tokenizer.ggml.bos_token_id", spm ? 1 : -1));
+  ASSIGN_OR_RETURN(vocab.eos_id, ReadTokenId(gguf, "tokenizer.ggml.eos_token_id", spm ? 2 : -1));
+  ASSIGN_OR_RETURN(vocab.unk_id,
+                   ReadTokenId(gguf, "tokenizer.ggml.unknown_token_id", spm ? 0 : -1));
   ASSIGN_OR_RETURN(vocab.pad_id, ReadTokenId(gguf, "tokenizer.ggml.padding_token_id", -1));
   for (std::string_view key : {"tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"}) {
     ASSIGN_OR_RETURN(int32_t id, ReadTokenId(gguf, key, -1));
     if (id >= 0) vocab.extra_eog_ids.push_back(id);
   }
-  ASSIGN_OR_RETURN(vocab.add_bos, ReadBool(gguf, "tokenizer.ggml.add_bos_token", true));
+  // llama.cpp's defaults: BOS for SentencePiece and Llama 3 vocabularies, not for GPT-2 ones.
+  const bool bos_default = spm || IsLlama3Pre(pre);
+  ASSIGN_OR_RETURN(vocab.add_bos, ReadBool(gguf, "tokenizer.ggml.add_bos_token", bos_default));
   ASSIGN_OR_RETURN(vocab.add_eos, ReadBool(gguf, "tokenizer.ggml.add_eos_token", false));
-  ASSIGN_OR_RETURN(vocab.add_space_prefix, ReadBool(gguf, "tokenizer.ggml.add_space_prefix", true));
+  ASSIGN_OR_RETURN(vocab.add_space_prefix, ReadBool(gguf, "tokenizer.ggml.add_space_prefix", spm));
+  return absl::OkStatus();
+}
+
+// "left right" → (left, right), split at the first space after the first byte (llama.cpp).
+absl::StatusOr<std::pair<std::string, std::string>> SplitMerge(const std::string& merge,
+                                                               size_t index) {
+  const size_t space = merge.size() > 1 ? merge.find(' ', 1) : std::string::npos;
+  if (space == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("tokenizer: tokenizer.ggml.merges[", index,
+                                                   "] = '", merge, "' is not 'left right'"));
+  }
+  return std::make_pair(merge.substr(0, space), merge.substr(space + 1));
+}
+
+absl::Status ReadByteLevel(const GgufFile& gguf, Vocabulary& vocab, std::string& pre) {
+  pre = "gpt-2";
+  if (gguf.Has("tokenizer.ggml.pre")) {
+    ASSIGN_OR_RETURN(pre, gguf.GetString("tokenizer.ggml.pre"));
+  }
+  ASSIGN_OR_RETURN(vocab.pre_patterns, PreTokenizerPatterns(pre));
+  vocab.ignore_merges = IsLlama3Pre(pre);
+  if (!gguf.Has("tokenizer.ggml.merges")) {
+    return absl::InvalidArgumentError(
+        "tokenizer: GGUF gpt2 tokenizer has no tokenizer.ggml.merges");
+  }
+  ASSIGN_OR_RETURN(std::vector<std::string> merges, gguf.GetStringArray("tokenizer.ggml.merges"));
+  vocab.merges.reserve(merges.size());
+  for (size_t i = 0; i < merges.size(); ++i) {
+    ASSIGN_OR_RETURN(auto pair, SplitMerge(merges[i], i));
+    vocab.merges.push_back(std::move(pair));
+  }
   return absl::OkStatus();
 }
 
@@ -181,6 +205,7 @@ absl::StatusOr<Vocabulary> ReadVocabulary(const GgufFile& gguf) {
     return absl::InvalidArgumentError("tokenizer: GGUF has no tokenizer.ggml.model");
   }
   ASSIGN_OR_RETURN(vocab.model, gguf.GetString("tokenizer.ggml.model"));
+  RETURN_IF_ERROR(CheckModel(vocab.model));
   if (!gguf.Has("tokenizer.ggml.tokens")) {
     return absl::InvalidArgumentError("tokenizer: GGUF has no tokenizer.ggml.tokens");
   }
@@ -189,35 +214,101 @@ absl::StatusOr<Vocabulary> ReadVocabulary(const GgufFile& gguf) {
     ASSIGN_OR_RETURN(vocab.scores, gguf.GetFloatArray("tokenizer.ggml.scores"));
   }
   ASSIGN_OR_RETURN(vocab.types, ReadTypes(gguf));
-  RETURN_IF_ERROR(ReadSpecialIds(gguf, vocab));
+  std::string pre;
+  if (vocab.model == "gpt2") RETURN_IF_ERROR(ReadByteLevel(gguf, vocab, pre));
+  RETURN_IF_ERROR(ReadSpecialIds(gguf, pre, vocab));
   return vocab;
 }
 
-// One symbol of the text being merged: a byte range of the normalized text, linked to its
-// neighbours. A merged-away symbol has len 0.
-struct Symbol {
-  size_t prev;
-  size_t next;
-  size_t start;
-  size_t len;
-  bool frozen;  // user-defined piece: never merged
-};
-
-struct Bigram {
-  size_t left;
-  size_t right;
-  float score;
-  size_t len;  // left.len + right.len when queued; a mismatch marks the entry stale
-};
-
-// Orders the agenda: highest score first, then leftmost.
-struct BigramLess {
-  bool operator()(const Bigram& a, const Bigram& b) const {
-    return a.score < b.score || (a.score == b.score && a.left > b.left);
+// Token id by raw string for merges: the first id of each string.
+absl::flat_hash_map<std::string, int32_t> IndexTokens(const Vocabulary& vocab) {
+  absl::flat_hash_map<std::string, int32_t> ids;
+  ids.reserve(vocab.tokens.size());
+  for (int32_t id = 0; id < static_cast<int32_t>(vocab.tokens.size()); ++id) {
+    ids.try_emplace(vocab.tokens[id], id);
   }
-};
+  return ids;
+}
+
+BpeMerges MergesFromPairs(const Vocabulary& vocab,
+                          const absl::flat_hash_map<std::string, int32_t>& ids) {
+  BpeMerges merges;
+  merges.Reserve(vocab.merges.size());
+  for (size_t rank = 0; rank < vocab.merges.size(); ++rank) {
+    const auto& [left, right] = vocab.merges[rank];
+    const auto l = ids.find(left);
+    const auto r = ids.find(right);
+    const auto m = ids.find(left + right);
+    if (l == ids.end() || r == ids.end() || m == ids.end()) continue;
+    merges.Add(l->second, r->second, static_cast<int32_t>(rank), m->second);
+  }
+  return merges;
+}
+
+// tiktoken: every split of a token into two tokens is a merge ranked by the token's id.
+BpeMerges MergesFromTokenIds(const Vocabulary& vocab,
+                             const absl::flat_hash_map<std::string, int32_t>& raw_ids) {
+  BpeMerges merges;
+  merges.Reserve(vocab.tokens.size() * 2);
+  for (const auto& [raw, id] : raw_ids) {
+    for (size_t k = 1; k < raw.size(); ++k) {
+      const auto l = raw_ids.find(absl::string_view(raw.data(), k));
+      if (l == raw_ids.end()) continue;
+      const auto r = raw_ids.find(absl::string_view(raw.data() + k, raw.size() - k));
+      if (r != raw_ids.end()) merges.Add(l->second, r->second, id, id);
+    }
+  }
+  return merges;
+}
+
+absl::StatusOr<std::unique_ptr<const TokenEncoder>> MakeByteLevel(const Vocabulary& vocab) {
+  ASSIGN_OR_RETURN(std::shared_ptr<const PreTokenizer> pre,
+                   PreTokenizer::Create(vocab.pre_patterns));
+  ByteLevelBpeEncoder::Options o;
+  o.pre_tokenizer = std::move(pre);
+  o.ignore_merges = vocab.ignore_merges;
+  o.add_prefix_space = vocab.add_space_prefix;
+  o.unk_id = vocab.unk_id;
+  std::string raw;
+  for (int32_t id = 0; id < static_cast<int32_t>(vocab.tokens.size()); ++id) {
+    const TokenType t = vocab.types[id];
+    if (t == TokenType::kControl || t == TokenType::kUserDefined || t == TokenType::kByte) continue;
+    if (!ByteLevelToBytes(vocab.tokens[id], raw) || raw.empty()) continue;
+    o.whole_tokens.try_emplace(raw, id);
+  }
+  o.byte_ids.fill(-1);
+  for (int b = 0; b < 256; ++b) {
+    const auto it = o.whole_tokens.find(std::string(1, static_cast<char>(b)));
+    if (it != o.whole_tokens.end()) o.byte_ids[b] = it->second;
+  }
+  o.merges = vocab.merges_from_token_ids ? MergesFromTokenIds(vocab, o.whole_tokens)
+                                         : MergesFromPairs(vocab, IndexTokens(vocab));
+  return std::unique_ptr<const TokenEncoder>(new ByteLevelBpeEncoder(std::move(o)));
+}
+
+std::unique_ptr<const TokenEncoder> MakeCharBpe(const Vocabulary& vocab) {
+  CharBpeEncoder::Options o;
+  o.split = vocab.metaspace_split;
+  o.unk_id = vocab.unk_id;
+  o.byte_ids.fill(-1);
+  for (int32_t id = 0; id < static_cast<int32_t>(vocab.tokens.size()); ++id) {
+    const std::string& p = vocab.tokens[id];
+    const TokenType t = vocab.types[id];
+    if (t == TokenType::kByte) {
+      const int b = ParseBytePiece(p);
+      if (o.byte_ids[b] < 0) o.byte_ids[b] = id;
+    } else if (IsTextType(t) && !p.empty() && Utf8CharLength(p) == p.size()) {
+      o.char_ids.try_emplace(p, id);
+    }
+  }
+  o.merges = MergesFromPairs(vocab, IndexTokens(vocab));
+  return std::unique_ptr<const TokenEncoder>(new CharBpeEncoder(std::move(o)));
+}
 
 }  // namespace
+
+Tokenizer::Tokenizer() = default;
+Tokenizer::~Tokenizer() = default;
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const GgufFile& gguf) {
   ASSIGN_OR_RETURN(Vocabulary vocab, ReadVocabulary(gguf));
@@ -229,163 +320,102 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromVocab(Vocabulary vocab
   if (vocab.types.empty()) InferTypes(vocab);
   if (vocab.scores.empty()) vocab.scores.assign(vocab.tokens.size(), 0.0f);
   std::unique_ptr<Tokenizer> tok(new Tokenizer());
-  tok->algorithm_ = Algorithm::kSentencePieceBpe;
-  tok->tokens_ = std::move(vocab.tokens);
-  tok->scores_ = std::move(vocab.scores);
-  tok->types_ = std::move(vocab.types);
-  tok->bos_id_ = vocab.bos_id;
-  tok->eos_id_ = vocab.eos_id;
-  tok->unk_id_ = vocab.unk_id;
-  tok->pad_id_ = vocab.pad_id;
-  tok->eog_ids_ = std::move(vocab.extra_eog_ids);
-  if (vocab.eos_id >= 0) tok->eog_ids_.push_back(vocab.eos_id);
-  tok->add_bos_ = vocab.add_bos;
-  tok->add_eos_ = vocab.add_eos;
-  tok->add_space_prefix_ = vocab.add_space_prefix;
-  tok->Index();
+  RETURN_IF_ERROR(tok->Build(vocab));
   return tok;
 }
 
-void Tokenizer::Index() {
-  byte_ids_.fill(-1);
+absl::Status Tokenizer::Build(Vocabulary& vocab) {
+  if (vocab.model == "llama") {
+    encoder_ = std::make_unique<SpmEncoder>(vocab);
+  } else if (vocab.model == "gpt2") {
+    ASSIGN_OR_RETURN(encoder_, MakeByteLevel(vocab));
+  } else {
+    encoder_ = MakeCharBpe(vocab);
+  }
+  model_ = std::move(vocab.model);
+  tokens_ = std::move(vocab.tokens);
+  types_ = std::move(vocab.types);
+  bos_id_ = vocab.bos_id;
+  eos_id_ = vocab.eos_id;
+  unk_id_ = vocab.unk_id;
+  pad_id_ = vocab.pad_id;
+  if (vocab.eos_id >= 0) eog_ids_.push_back(vocab.eos_id);
+  for (int32_t id : vocab.extra_eog_ids) {
+    if (std::find(eog_ids_.begin(), eog_ids_.end(), id) == eog_ids_.end()) eog_ids_.push_back(id);
+  }
+  add_bos_ = vocab.add_bos;
+  add_eos_ = vocab.add_eos;
+  add_space_prefix_ = vocab.add_space_prefix;
+  space_prefix_after_special_ = vocab.space_prefix_after_special;
+  IndexDecoding();
+
+  std::vector<std::pair<std::string, int32_t>> always, special;
+  for (int32_t id = 0; id < vocab_size(); ++id) {
+    const bool user = types_[id] == TokenType::kUserDefined;
+    // SentencePiece matches user-defined pieces inside the '▁'-escaped text (SpmEncoder).
+    if (user && model_ != "llama") always.emplace_back(tokens_[id], id);
+    if (types_[id] == TokenType::kControl || (user && model_ != "llama")) {
+      special.emplace_back(tokens_[id], id);
+    }
+  }
+  always_matched_ = std::make_unique<SpecialTokenMatcher>(always);
+  special_matched_ = std::make_unique<SpecialTokenMatcher>(special);
+  return absl::OkStatus();
+}
+
+void Tokenizer::IndexDecoding() {
   decoded_.resize(tokens_.size());
+  std::string bytes;
   for (int32_t id = 0; id < vocab_size(); ++id) {
     const std::string& p = tokens_[id];
     const TokenType t = types_[id];
-    if (IsTextType(t)) {
-      piece_to_id_.try_emplace(p, id);
-      decoded_[id] = ReplaceSpaceSymbol(p);
-    }
-    if (t == TokenType::kUserDefined && !p.empty()) {
-      user_defined_.try_emplace(p, id);
-      user_defined_lengths_.push_back(p.size());
+    auto [it, inserted] = token_ids_.try_emplace(p, id);
+    if (!inserted && (t == TokenType::kControl || t == TokenType::kUserDefined) &&
+        types_[it->second] != TokenType::kControl &&
+        types_[it->second] != TokenType::kUserDefined) {
+      it->second = id;
     }
     if (t == TokenType::kByte) {
-      const uint8_t b = *ParseBytePiece(p);
-      if (byte_ids_[b] < 0) byte_ids_[b] = id;
-      decoded_[id] = std::string(1, static_cast<char>(b));
+      decoded_[id] = std::string(1, static_cast<char>(ParseBytePiece(p)));
+    } else if (t == TokenType::kUnknown) {
+      decoded_[id] = std::string(kUnknownSurface);
+    } else if (t == TokenType::kControl) {
+      decoded_[id].clear();
+    } else if (model_ != "gpt2") {
+      decoded_[id] = ReplaceSpaceSymbol(p);
+    } else if (t != TokenType::kUserDefined && ByteLevelToBytes(p, bytes)) {
+      decoded_[id] = bytes;
+    } else {
+      decoded_[id] = p;
     }
-    if (t == TokenType::kUnknown) decoded_[id] = std::string(kUnknownSurface);
   }
-  std::sort(user_defined_lengths_.rbegin(), user_defined_lengths_.rend());
-  user_defined_lengths_.erase(
-      std::unique(user_defined_lengths_.begin(), user_defined_lengths_.end()),
-      user_defined_lengths_.end());
 }
 
 std::vector<int32_t> Tokenizer::Encode(std::string_view text, const EncodeOptions& options) const {
   std::vector<int32_t> out;
   if (options.add_bos && add_bos_ && bos_id_ >= 0) out.push_back(bos_id_);
-  switch (algorithm_) {
-    case Algorithm::kSentencePieceBpe:
-      EncodeSpm(text, options.add_space_prefix && add_space_prefix_, out);
-      break;
+  const bool prefix = options.add_space_prefix && add_space_prefix_;
+  const SpecialTokenMatcher& matcher = options.parse_special ? *special_matched_ : *always_matched_;
+  if (matcher.empty()) {
+    encoder_->Encode(text, prefix, out);
+  } else {
+    bool at_start = true;
+    bool after_token = false;
+    matcher.Split(
+        text,
+        [&](std::string_view stretch) {
+          const bool p = at_start ? prefix : (after_token && prefix && space_prefix_after_special_);
+          encoder_->Encode(stretch, p, out);
+          at_start = after_token = false;
+        },
+        [&](int32_t id) {
+          out.push_back(id);
+          at_start = false;
+          after_token = true;
+        });
   }
   if (options.add_eos && add_eos_ && eos_id_ >= 0) out.push_back(eos_id_);
   return out;
-}
-
-int32_t Tokenizer::FindPiece(std::string_view piece) const {
-  const auto it = piece_to_id_.find(ToAbsl(piece));
-  return it == piece_to_id_.end() ? -1 : it->second;
-}
-
-size_t Tokenizer::MatchUserDefined(std::string_view text) const {
-  for (size_t len : user_defined_lengths_) {
-    if (len <= text.size() && user_defined_.contains(ToAbsl(text.substr(0, len)))) return len;
-  }
-  return 0;
-}
-
-void Tokenizer::AppendByteFallback(std::string_view symbol, std::vector<int32_t>& out) const {
-  const bool all_bytes = std::all_of(symbol.begin(), symbol.end(), [&](char c) {
-    return byte_ids_[static_cast<uint8_t>(c)] >= 0;
-  });
-  if (all_bytes) {
-    for (char c : symbol) out.push_back(byte_ids_[static_cast<uint8_t>(c)]);
-    return;
-  }
-  // Without byte tokens, runs of unknown symbols collapse into one unk, as in SentencePiece.
-  if (unk_id_ >= 0 && (out.empty() || out.back() != unk_id_)) out.push_back(unk_id_);
-}
-
-void Tokenizer::EncodeSpm(std::string_view text, bool space_prefix,
-                          std::vector<int32_t>& out) const {
-  if (text.empty()) return;
-  std::string norm;
-  norm.reserve(text.size() + text.size() / 2 + kSpaceSymbol.size());
-  if (space_prefix) norm += kSpaceSymbol;
-  for (char c : text) {
-    if (c == ' ') {
-      norm += kSpaceSymbol;
-    } else {
-      norm += c;
-    }
-  }
-  const std::string_view view = norm;
-
-  std::vector<Symbol> symbols;
-  symbols.reserve(view.size());
-  for (size_t pos = 0; pos < view.size();) {
-    const size_t user_len = MatchUserDefined(view.substr(pos));
-    const size_t len = user_len > 0 ? user_len : Utf8CharLength(view.substr(pos));
-    const size_t index = symbols.size();
-    symbols.push_back({index == 0 ? kNone : index - 1, index + 1, pos, len, user_len > 0});
-    pos += len;
-  }
-  symbols.back().next = kNone;
-
-  auto text_of = [&](size_t i) { return view.substr(symbols[i].start, symbols[i].len); };
-  // Pieces of type kUnused may be formed by merges but are split back into their halves.
-  absl::flat_hash_map<std::string, std::pair<std::string, std::string>> unused_splits;
-  std::priority_queue<Bigram, std::vector<Bigram>, BigramLess> agenda;
-  auto try_add = [&](size_t left, size_t right) {
-    if (left == kNone || right == kNone) return;
-    if (symbols[left].frozen || symbols[right].frozen) return;
-    const size_t len = symbols[left].len + symbols[right].len;
-    const int32_t id = FindPiece(view.substr(symbols[left].start, len));
-    if (id < 0) return;
-    agenda.push({left, right, scores_[id], len});
-    if (types_[id] == TokenType::kUnused) {
-      unused_splits[std::string(view.substr(symbols[left].start, len))] = {
-          std::string(text_of(left)), std::string(text_of(right))};
-    }
-  };
-  for (size_t i = 1; i < symbols.size(); ++i) try_add(i - 1, i);
-
-  while (!agenda.empty()) {
-    const Bigram top = agenda.top();
-    agenda.pop();
-    Symbol& left = symbols[top.left];
-    Symbol& right = symbols[top.right];
-    if (left.len == 0 || right.len == 0 || left.len + right.len != top.len) continue;
-    left.len += right.len;
-    right.len = 0;
-    left.next = right.next;
-    if (right.next != kNone) symbols[right.next].prev = top.left;
-    try_add(left.prev, top.left);
-    try_add(top.left, left.next);
-  }
-
-  // Maps a final symbol to ids: its piece, the halves of an unused piece, or byte fallback.
-  auto emit = [&](auto& self, std::string_view piece) -> void {
-    const int32_t id = FindPiece(piece);
-    if (id >= 0 && types_[id] == TokenType::kUnused) {
-      const auto it = unused_splits.find(ToAbsl(piece));
-      if (it != unused_splits.end()) {
-        const auto halves = it->second;
-        self(self, halves.first);
-        self(self, halves.second);
-        return;
-      }
-    }
-    if (id >= 0) {
-      out.push_back(id);
-    } else {
-      AppendByteFallback(piece, out);
-    }
-  };
-  for (size_t i = 0; i != kNone; i = symbols[i].next) emit(emit, text_of(i));
 }
 
 std::string Tokenizer::TokenToPiece(int32_t id) const { return ValidId(id) ? decoded_[id] : ""; }
@@ -393,7 +423,7 @@ std::string Tokenizer::TokenToPiece(int32_t id) const { return ValidId(id) ? dec
 std::string Tokenizer::TokenToLeadingPiece(int32_t id) const {
   if (!ValidId(id)) return "";
   const std::string& text = decoded_[id];
-  const bool strip = add_space_prefix_ && IsTextType(types_[id]) &&
+  const bool strip = StripsLeadingSpace() && IsTextType(types_[id]) &&
                      tokens_[id].starts_with(kSpaceSymbol) && !text.empty() && text[0] == ' ';
   return strip ? text.substr(1) : text;
 }
@@ -424,6 +454,11 @@ const std::string& Tokenizer::piece(int32_t id) const {
 
 TokenType Tokenizer::type(int32_t id) const {
   return ValidId(id) ? types_[id] : TokenType::kUndefined;
+}
+
+int32_t Tokenizer::FindToken(std::string_view piece) const {
+  const auto it = token_ids_.find(ToAbsl(piece));
+  return it == token_ids_.end() ? -1 : it->second;
 }
 
 }  // namespace funnel

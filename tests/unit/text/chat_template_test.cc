@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "runtime/text/tokenizer_loader.h"
 #include "tests/unit/text/text_test_util.h"
 
 namespace funnel {
@@ -92,7 +93,8 @@ TEST(ChatTemplateTest, UnknownNameListsTheValidNames) {
   EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(t.status().message(),
               HasSubstr("'vicuna'; valid names: chatml, llama2, llama3, mistral, plain, zephyr"));
-  for (const char* name : {"chatml", "llama2", "llama3", "mistral", "plain", "zephyr"}) {
+  for (const char* name : {"chatml", "llama2", "llama3", "mistral", "plain", "zephyr", "mistral-v1",
+                           "mistral-v2", "mistral-v3", "mistral-v7"}) {
     auto ok = ChatTemplate::FromName(name, *tok);
     ASSERT_TRUE(ok.ok()) << name;
     EXPECT_STREQ(ok->name(), name);
@@ -181,18 +183,21 @@ TEST(ChatTemplateTest, MistralWithControlInstTokens) {
   auto tok = MarkerVocab({"[INST]", "[/INST]"}, TokenType::kControl);
   auto t = ChatTemplate::FromName("mistral", *tok);
   ASSERT_TRUE(t.ok());
+  EXPECT_EQ(t->format(), ChatTemplateKind::kMistralV3);  // [INST] is a control token
   const int32_t inst = Id(*tok, "[INST]");
   const int32_t end = Id(*tok, "[/INST]");
   std::vector<ChatMessage> msgs = {
       {"system", "S"}, {"user", "U"}, {"assistant", "A"}, {"user", "V"}};
   auto ids = t->Apply(msgs);
   ASSERT_TRUE(ids.ok());
+  // mistral-common: each part encoded on its own (space prefix), the system prompt in the last
+  // user message.
   std::vector<int32_t> expected = Cat({{tok->bos_id(), inst},
-                                       Text(*tok, " S\n\nU "),
+                                       Text(*tok, "U", true),
                                        {end},
-                                       Text(*tok, "A"),
+                                       Text(*tok, "A", true),
                                        {tok->eos_id(), inst},
-                                       Text(*tok, " V "),
+                                       Text(*tok, "S\n\nV", true),
                                        {end}});
   EXPECT_THAT(*ids, ElementsAreArray(expected));
 }
@@ -266,6 +271,32 @@ TEST(ChatTemplateTest, RejectsBadMessages) {
   EXPECT_THAT(t.Apply(bad_role).status().message(), HasSubstr("messages[0].role: 'tool'"));
   std::vector<ChatMessage> bad_utf8 = {{"user", "ok"}, {"user", "\xC3\x28"}};
   EXPECT_THAT(t.Apply(bad_utf8).status().message(), HasSubstr("messages[1].content"));
+}
+
+// Qwen2's template (tokenizer_config.json) opens a conversation without a system message with
+// its own: "You are a helpful assistant." (HF's apply_chat_template renders the same).
+TEST(ChatTemplateTest, ChatMlTemplateDefaultSystemPrompt) {
+  auto loaded = LoadTokenizerAndTemplate(testing::SharedDataPath("tokenizers/qwen2"));
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const Tokenizer& tok = *loaded->tokenizer;
+  auto t = ChatTemplate::Detect(loaded->chat_template, tok);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->kind(), ChatTemplateKind::kChatMl);
+  auto render = [&](const std::string& text) {
+    return tok.Encode(text, {.add_bos = false, .parse_special = true});
+  };
+  std::vector<ChatMessage> msgs = {{"user", "hi"}};
+  EXPECT_THAT(*t->Apply(msgs),
+              ElementsAreArray(render("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+                                      "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")));
+  std::vector<ChatMessage> with_system = {{"system", "Be terse."}, {"user", "hi"}};
+  EXPECT_THAT(*t->Apply(with_system),
+              ElementsAreArray(render("<|im_start|>system\nBe terse.<|im_end|>\n"
+                                      "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")));
+  // By name, chatml has no default system prompt.
+  auto named = ChatTemplate::FromName("chatml", tok);
+  EXPECT_THAT(*named->Apply(msgs),
+              ElementsAreArray(render("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")));
 }
 
 TEST(Utf8Test, ValidatesStrictly) {

@@ -346,10 +346,73 @@ TEST(TokenizerGgufTest, NoneIdIsAccepted) {
 }
 
 TEST(TokenizerGgufTest, UnsupportedModel) {
-  const auto status = FromMetadata("gpt2", 4, 1).status();
+  const auto status = FromMetadata("bert", 4, 1).status();
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(status.message(),
-            "unsupported tokenizer model 'gpt2' (only SentencePiece-style 'llama' for now)");
+            "unsupported tokenizer model 'bert' (supported: 'llama' SentencePiece BPE, 'gpt2' "
+            "byte-level BPE, 'bpe')");
+}
+
+TEST(TokenizerGgufTest, ByteLevelNeedsMerges) {
+  const auto status = FromMetadata("gpt2", 4, 1).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("no tokenizer.ggml.merges"));
+}
+
+// A GGUF byte-level vocabulary: the bytes of "ab" and their merge, with a given pre-tokenizer.
+absl::StatusOr<std::unique_ptr<Tokenizer>> ByteLevelGguf(const std::string& pre) {
+  GgufWriter w;
+  w.AddString("tokenizer.ggml.model", "gpt2");
+  w.AddString("tokenizer.ggml.pre", pre);
+  w.AddStringArray("tokenizer.ggml.tokens", {"a", "b", "ab", "\xC4\xA0", "<|end|>"});
+  w.AddInt32Array("tokenizer.ggml.token_type", {1, 1, 1, 1, 3});
+  w.AddStringArray("tokenizer.ggml.merges", {"a b"});
+  w.AddUint32("tokenizer.ggml.eos_token_id", 4);
+  const std::vector<uint8_t> bytes = w.Serialize();
+  auto gguf = GgufFile::FromBytes(bytes);
+  if (!gguf.ok()) return gguf.status();
+  return Tokenizer::FromGguf(**gguf);
+}
+
+TEST(TokenizerGgufTest, ByteLevelFromMetadata) {
+  auto tok = ByteLevelGguf("gpt-2");
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  EXPECT_EQ((*tok)->model(), "gpt2");
+  EXPECT_FALSE((*tok)->add_bos());  // llama.cpp's default for GPT-2 vocabularies
+  // "ab ab" → "ab", " ab": the space is its own symbol (Ġ) and "Ġab" is not a token.
+  EXPECT_THAT((*tok)->Encode("ab ab"), ElementsAre(2, 3, 2));
+  EXPECT_EQ((*tok)->Decode(std::vector<int32_t>{2, 3, 2}), "ab ab");
+  EXPECT_THAT((*tok)->Encode("ab<|end|>", {.parse_special = true}), ElementsAre(2, 4));
+  EXPECT_TRUE((*tok)->IsEndOfGeneration(4));
+}
+
+TEST(TokenizerGgufTest, UnknownPreTokenizerListsKnownNames) {
+  const auto status = ByteLevelGguf("klingon").status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("unknown pre-tokenizer 'klingon'; known: gpt-2,"));
+  EXPECT_THAT(status.message(), HasSubstr("llama3"));
+  EXPECT_THAT(status.message(), HasSubstr("qwen2"));
+}
+
+TEST(TokenizerSpecialTest, ControlTokensParsedOnlyWhenAsked) {
+  auto tok = testing::LoadTokenizer(kLlamaSpmGguf);
+  const int32_t hi = tok->FindToken("\xE2\x96\x81hi");
+  ASSERT_GE(hi, 0);
+  // llama.cpp's rule: the text after a parsed special token gets the space prefix again.
+  EXPECT_THAT(tok->Encode("<s>hi", {.add_bos = false, .parse_special = true}), ElementsAre(1, hi));
+  EXPECT_THAT(tok->Encode("hi</s>", {.add_bos = false, .parse_special = true}), ElementsAre(hi, 2));
+  const auto plain = tok->Encode("<s>hi</s>", {.add_bos = false});
+  EXPECT_THAT(plain, ::testing::Not(::testing::Contains(1)));
+  EXPECT_THAT(plain, ::testing::Not(::testing::Contains(2)));
+  EXPECT_EQ(tok->Decode(plain), "<s>hi</s>");
+}
+
+TEST(TokenizerSpecialTest, FindTokenPrefersSpecialEntries) {
+  auto tok = testing::LoadTokenizer(kLlamaSpmGguf);
+  EXPECT_EQ(tok->FindToken("<s>"), 1);
+  EXPECT_EQ(tok->FindToken("</s>"), 2);
+  EXPECT_EQ(tok->FindToken("no such piece"), -1);
+  EXPECT_THAT(tok->end_of_generation_ids(), ElementsAre(2));
 }
 
 TEST(TokenizerGgufTest, MissingTokenizer) {
