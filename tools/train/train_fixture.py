@@ -1,0 +1,197 @@
+"""Trains the retrieval fixture (a small GQA Llama over the tok512 vocabulary) on the CPU.
+
+Usage (resumable; rerunning with the same --out continues from <out>/ckpt.pt):
+  nice -n 19 /usr/bin/python3 tools/train/train_fixture.py --out .train/fixture --minutes 78
+
+Each step draws `--tokens` tokens of fixture samples (fixture_data.FixtureSampler) of one length.
+Loss = mean over answers of their mean token CE + lm_weight * mean CE on all other tokens (readable text)
++ copy_weight * mean CE on auxiliary repeated spans. The schedule is a function of the progress
+p = trained seconds / (--minutes * 60), so the run fits a wall-clock budget:
+  length curriculum  phase 0: L in [128, 384]; phase 1: [256, 1024]; phase 2: [512, 2048] (30%: [128, 512]).
+                     A phase ends when the answer exact match of its last 30 steps is >= 0.6, or at
+                     p = 0.62 (phase 0) / p = 0.82 (phase 1). Auxiliary copy spans (8-24 tokens repeated
+                     from the first half): phase 0 max(2, L/40) per sample, phase 1 two; phase 0: 70% of city facts replaced by digit (kv) facts.
+                     Copy drills (random token strings repeated, see drill()) replace 50% of the samples
+                     in phase 0 and 25% in phase 1.
+  learning rate      linear warmup (--warmup steps), cosine from --lr to --lr/10.
+Checkpoints (model, optimizer, step, trained time, phase) are written atomically every --ckpt-minutes.
+"""
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fixture_data import FixtureSampler, Tokenizer, load_corpus  # noqa: E402
+from model import Config, Llama  # noqa: E402
+
+
+def length_for(phase, rng):
+    if phase == 0:
+        lo, hi = 128, 384
+    elif phase == 1:
+        lo, hi = 256, 1024
+    elif rng.random() < 0.3:
+        lo, hi = 128, 512
+    else:
+        lo, hi = 512, 2048
+    return rng.randrange(lo, hi + 1, 32)
+
+
+def drill(rng, L):
+    """Copy drill: BOS + a random token string R (16-48 tokens from ids 259-511) repeated to length L;
+    every token after the first copy of R is a copy target (dense induction signal)."""
+    k = rng.randint(16, 48)
+    r = [rng.randrange(259, 512) for _ in range(k)]
+    ids = [1] + (r * (L // k + 1))[:L - 1]
+    wc = [0.0] * (k + 1) + [1.0] * (L - k - 1)
+    return ids, [0.0] * L, wc
+
+
+def batch(sampler, L, B, copy_spans, drill_frac, rng):
+    ids, wa, wc = [], [], []
+    for _ in range(B):
+        if rng.random() < drill_frac:
+            i, a, c = drill(rng, L)
+        else:
+            i, a, c, _ = sampler.sample(L, copy_spans=copy_spans)
+        ids.append(i), wa.append(a), wc.append(c)
+    return torch.tensor(ids), torch.tensor(wa), torch.tensor(wc)
+
+
+def losses(model, ids, wa, wc):
+    """Returns (answer CE, LM CE on non-answer tokens, copy-span CE, exact-match fraction of answers)."""
+    logits = model(ids[:, :-1])
+    tgt = ids[:, 1:]
+    wa, wc = wa[:, 1:], wc[:, 1:]
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), reduction="none").view_as(tgt)
+    la = (ce * wa).sum() / wa.sum().clamp(min=1e-6)  # mean over answers of their mean token CE
+    wa = (wa > 0).float()
+    wl = 1.0 - wa
+    ll = (ce * wl).sum() / wl.sum()
+    lc = (ce * wc).sum() / wc.sum().clamp(min=1)
+    correct = (logits.argmax(-1) == tgt).float()
+    # exact match per sample: all answer tokens right (greedy decoding equals teacher forcing then)
+    has = wa.sum(1) > 0  # rows with answers (copy drills have none)
+    em = (((1 - correct) * wa).sum(1) == 0)[has].float().mean() if bool(has.any()) else torch.tensor(0.0)
+    return la, ll, lc, em
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--minutes", type=float, default=78.0, help="training-time budget (schedule horizon)")
+    ap.add_argument("--tokens", type=int, default=4096, help="tokens per step")
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--warmup", type=int, default=40)
+    ap.add_argument("--lm-weight", type=float, default=0.2)
+    ap.add_argument("--copy-weight", type=float, default=1.0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (a GPU makes this minutes)")
+    ap.add_argument("--ckpt-minutes", type=float, default=3.0)
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--dim", type=int, default=128)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--kv-heads", type=int, default=2)
+    ap.add_argument("--ffn", type=int, default=384)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    os.makedirs(args.out, exist_ok=True)
+    ckpt_path = os.path.join(args.out, "ckpt.pt")
+    log = open(os.path.join(args.out, "log.txt"), "a")
+
+    def say(msg):
+        print(msg, flush=True)
+        log.write(msg + "\n")
+        log.flush()
+
+    cfg = Config(dim=args.dim, n_layers=args.layers, n_heads=args.heads, n_kv_heads=args.kv_heads,
+                 ffn_dim=args.ffn)
+    model = Llama(cfg)
+    step, trained_s, phase, em_hist = 0, 0.0, 0, []
+    if os.path.exists(ckpt_path):
+        ck = torch.load(ckpt_path, map_location="cpu")
+        cfg = Config(**ck["config"])
+        model = Llama(cfg)
+        model.load_state_dict(ck["model"])
+        model.to(args.device)
+        opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
+        opt.load_state_dict(ck["opt"])
+        step, trained_s = ck["step"], ck["trained_s"]
+        phase, em_hist = ck.get("phase", 0), ck.get("em_hist", [])
+        say("resumed at step %d, %.1f min trained" % (step, trained_s / 60))
+    else:
+        model.to(args.device)
+        opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
+        say("config %s, %d params, args %s" % (json.dumps(cfg.to_dict()), model.num_params(), vars(args)))
+    tok = Tokenizer()
+    docs = load_corpus(tok, "train", os.path.dirname(os.path.abspath(args.out)))
+    sampler = FixtureSampler(tok, docs, args.seed + step)
+    rng = random.Random(args.seed * 7 + step)
+    budget = args.minutes * 60.0
+    last_ckpt = time.time()
+    acc = {"la": 0.0, "ll": 0.0, "lc": 0.0, "em": 0.0, "n": 0}
+
+    def save():
+        tmp = ckpt_path + ".tmp"
+        torch.save({"config": cfg.to_dict(), "model": {k: v.cpu() for k, v in model.state_dict().items()}, "opt": opt.state_dict(),
+                    "step": step, "trained_s": trained_s,
+                    "phase": phase, "em_hist": em_hist[-30:]}, tmp)
+        os.replace(tmp, ckpt_path)
+
+    while trained_s < budget:
+        t0 = time.time()
+        p = trained_s / budget
+        # adaptive curriculum: advance when the recent answer exact match is good, or by the deadlines
+        recent = sum(em_hist[-30:]) / max(1, len(em_hist[-30:]))
+        if phase == 0 and ((len(em_hist) >= 30 and recent >= 0.6) or p >= 0.62):
+            phase, em_hist = 1, []
+            say("step %d: phase 1 (p %.2f, recent EM %.2f)" % (step, p, recent))
+        elif phase == 1 and ((len(em_hist) >= 30 and recent >= 0.6) or p >= 0.82):
+            phase, em_hist = 2, []
+            say("step %d: phase 2 (p %.2f, recent EM %.2f)" % (step, p, recent))
+        L = length_for(phase, rng)
+        B = max(1, args.tokens // L)
+        copy_spans = max(2, L // 40) if phase == 0 else (2 if phase == 1 else 0)
+        sampler.city_prob = 0.3 if phase == 0 else 1.0
+        drill_frac = 0.5 if phase == 0 else (0.25 if phase == 1 else 0.0)
+        ids, wa, wc = (t.to(args.device) for t in batch(sampler, L, B, copy_spans, drill_frac, rng))
+        lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(p, 1.0))))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        model.train()
+        la, ll, lc, em = losses(model, ids, wa, wc)
+        loss = la + args.lm_weight * ll + (args.copy_weight * lc if (copy_spans or drill_frac) else 0.0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        trained_s += time.time() - t0
+        em_hist.append(float(em))
+        for k, v in (("la", la), ("ll", ll), ("lc", lc), ("em", em)):
+            acc[k] += float(v)
+        acc["n"] += 1
+        if step % 10 == 0:
+            n = acc["n"]
+            say("step %d  %.1f min  p %.2f  L %d B %d  lr %.2e  ans %.3f  lm %.3f  copy %.3f  EM %.2f" % (
+                step, trained_s / 60, p, L, B, lr, acc["la"] / n, acc["ll"] / n, acc["lc"] / n, acc["em"] / n))
+            acc = {k: 0.0 for k in acc}
+            acc["n"] = 0
+        if time.time() - last_ckpt > args.ckpt_minutes * 60:
+            save()
+            last_ckpt = time.time()
+    save()
+    say("done: step %d, %.1f min trained" % (step, trained_s / 60))
+
+
+if __name__ == "__main__":
+    main()
