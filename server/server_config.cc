@@ -15,6 +15,7 @@
 #include "runtime/kv/kv_policy.h"
 #include "runtime/text/chat_template.h"
 #include "runtime/util/status_macros.h"
+#include "server/command_line_flags.h"
 
 namespace funnel {
 
@@ -109,88 +110,7 @@ const std::set<std::string>& KnownFlags() {
   return *flags;
 }
 
-// name → value of every flag given; typed getters check ranges.
-class Flags {
- public:
-  absl::Status Parse(const std::vector<std::string>& args, bool& help);
-  std::optional<std::string> Get(const std::string& name) const;
-  absl::StatusOr<int64_t> GetInt(const std::string& name, int64_t def, int64_t lo,
-                                 int64_t hi) const;
-  absl::StatusOr<double> GetDouble(const std::string& name, double def, double lo, double hi) const;
-
- private:
-  std::map<std::string, std::string> values_;
-};
-
-absl::Status Flags::Parse(const std::vector<std::string>& args, bool& help) {
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& arg = args[i];
-    if (arg == "--help" || arg == "-h") {
-      help = true;
-      continue;
-    }
-    if (arg.size() < 3 || arg.compare(0, 2, "--") != 0) {
-      return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", arg, "'"));
-    }
-    std::string name = arg.substr(2);
-    std::string value;
-    const size_t eq = name.find('=');
-    if (eq != std::string::npos) {
-      value = name.substr(eq + 1);
-      name.resize(eq);
-    } else if (KnownFlags().count(name) != 0) {
-      if (i + 1 >= args.size()) {
-        return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
-      }
-      value = args[++i];
-    }
-    if (KnownFlags().count(name) == 0) {
-      return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
-    }
-    if (!values_.emplace(name, value).second) {
-      return absl::InvalidArgumentError(absl::StrCat("--", name, " given twice"));
-    }
-  }
-  return absl::OkStatus();
-}
-
-std::optional<std::string> Flags::Get(const std::string& name) const {
-  auto it = values_.find(name);
-  if (it == values_.end()) return std::nullopt;
-  return it->second;
-}
-
-absl::StatusOr<int64_t> Flags::GetInt(const std::string& name, int64_t def, int64_t lo,
-                                      int64_t hi) const {
-  std::optional<std::string> v = Get(name);
-  if (!v) return def;
-  int64_t x = 0;
-  if (!absl::SimpleAtoi(*v, &x)) {
-    return absl::InvalidArgumentError(absl::StrCat("--", name, ": '", *v, "' is not an integer"));
-  }
-  if (x < lo || x > hi) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--", name, " must be in [", lo, ", ", hi, "], got ", x));
-  }
-  return x;
-}
-
-absl::StatusOr<double> Flags::GetDouble(const std::string& name, double def, double lo,
-                                        double hi) const {
-  std::optional<std::string> v = Get(name);
-  if (!v) return def;
-  double x = 0;
-  if (!absl::SimpleAtod(*v, &x) || !std::isfinite(x)) {
-    return absl::InvalidArgumentError(absl::StrCat("--", name, ": '", *v, "' is not a number"));
-  }
-  if (x < lo || x > hi) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--", name, " must be in [", lo, ", ", hi, "], got ", *v));
-  }
-  return x;
-}
-
-absl::Status ParseListen(const Flags& f, ServerConfig& c) {
+absl::Status ParseListen(const CommandLineFlags& f, ServerConfig& c) {
   if (auto v = f.Get("host")) c.host = *v;
   if (c.host.empty()) return absl::InvalidArgumentError("--host is empty");
   ASSIGN_OR_RETURN(c.port, f.GetInt("port", c.port, 0, 65535));
@@ -208,7 +128,8 @@ absl::Status ParseListen(const Flags& f, ServerConfig& c) {
 
 // `parse`'s error, prefixed with the flag's name.
 template <typename T, typename Parse>
-absl::Status ParseEnumFlag(const Flags& f, const std::string& name, Parse parse, T& out) {
+absl::Status ParseEnumFlag(const CommandLineFlags& f, const std::string& name, Parse parse,
+                           T& out) {
   std::optional<std::string> v = f.Get(name);
   if (!v) return absl::OkStatus();
   absl::StatusOr<T> parsed = parse(*v);
@@ -219,7 +140,7 @@ absl::Status ParseEnumFlag(const Flags& f, const std::string& name, Parse parse,
   return absl::OkStatus();
 }
 
-absl::Status ParseKvDefaults(const Flags& f, KvPolicy& p) {
+absl::Status ParseKvDefaults(const CommandLineFlags& f, KvPolicy& p) {
   RETURN_IF_ERROR(ParseEnumFlag(f, "kv-method", ParseKvMethod, p.method));
   ASSIGN_OR_RETURN(p.budget, f.GetInt("kv-budget", 0, 1, std::numeric_limits<int32_t>::max()));
   ASSIGN_OR_RETURN(p.ratio, f.GetDouble("kv-ratio", 0.0, 1e-9, 1.0));
@@ -234,7 +155,7 @@ absl::Status ParseKvDefaults(const Flags& f, KvPolicy& p) {
   return absl::OkStatus();
 }
 
-absl::Status ParseEngine(const Flags& f, ServerConfig& c) {
+absl::Status ParseEngine(const CommandLineFlags& f, ServerConfig& c) {
   const int64_t kMaxInt = std::numeric_limits<int32_t>::max();
   const int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
   // Ranges are RunnerOptions::Validate's, so that the error names the flag.
@@ -275,7 +196,7 @@ absl::Status ParseEngine(const Flags& f, ServerConfig& c) {
   return e.Validate();
 }
 
-absl::Status ParseTls(const Flags& f, ServerConfig& c) {
+absl::Status ParseTls(const CommandLineFlags& f, ServerConfig& c) {
   c.tls_cert_file = f.Get("tls-cert").value_or("");
   c.tls_key_file = f.Get("tls-key").value_or("");
   c.tls_client_ca_file = f.Get("tls-client-ca").value_or("");
@@ -288,7 +209,7 @@ absl::Status ParseTls(const Flags& f, ServerConfig& c) {
   return absl::OkStatus();
 }
 
-absl::Status ParseMisc(const Flags& f, ServerConfig& c) {
+absl::Status ParseMisc(const CommandLineFlags& f, ServerConfig& c) {
   RETURN_IF_ERROR(ParseTls(f, c));
   c.api_key_file = f.Get("api-key-file").value_or("");
   c.served_model_name = f.Get("served-model-name").value_or("");
@@ -349,7 +270,7 @@ absl::StatusOr<int64_t> ParseByteSize(const std::string& text) {
 }
 
 absl::StatusOr<ServerConfig> ParseServerFlags(const std::vector<std::string>& args) {
-  Flags flags;
+  CommandLineFlags flags(KnownFlags());
   ServerConfig c;
   RETURN_IF_ERROR(flags.Parse(args, c.help));
   if (c.help) return c;

@@ -12,6 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "runtime/util/status_macros.h"
+#include "server/command_line_flags.h"
 
 namespace funnel {
 
@@ -54,96 +55,6 @@ const std::set<std::string>& KnownFlags() {
   return *flags;
 }
 
-// name → values of every flag given (only --backend may have several).
-class Flags {
- public:
-  absl::Status Parse(const std::vector<std::string>& args, bool& help);
-  std::optional<std::string> Get(const std::string& name) const;
-  const std::vector<std::string>& All(const std::string& name) const;
-  absl::StatusOr<int64_t> GetInt(const std::string& name, int64_t def, int64_t lo,
-                                 int64_t hi) const;
-  absl::StatusOr<double> GetDouble(const std::string& name, double def, double lo, double hi) const;
-
- private:
-  std::map<std::string, std::vector<std::string>> values_;
-};
-
-absl::Status Flags::Parse(const std::vector<std::string>& args, bool& help) {
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& arg = args[i];
-    if (arg == "--help" || arg == "-h") {
-      help = true;
-      continue;
-    }
-    if (arg.size() < 3 || arg.compare(0, 2, "--") != 0) {
-      return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", arg, "'"));
-    }
-    std::string name = arg.substr(2);
-    std::string value;
-    const size_t eq = name.find('=');
-    if (eq != std::string::npos) {
-      value = name.substr(eq + 1);
-      name.resize(eq);
-    } else if (KnownFlags().count(name) != 0) {
-      if (i + 1 >= args.size()) {
-        return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
-      }
-      value = args[++i];
-    }
-    if (KnownFlags().count(name) == 0) {
-      return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
-    }
-    std::vector<std::string>& values = values_[name];
-    if (!values.empty() && name != "backend") {
-      return absl::InvalidArgumentError(absl::StrCat("--", name, " given twice"));
-    }
-    values.push_back(std::move(value));
-  }
-  return absl::OkStatus();
-}
-
-std::optional<std::string> Flags::Get(const std::string& name) const {
-  auto it = values_.find(name);
-  if (it == values_.end()) return std::nullopt;
-  return it->second.front();
-}
-
-const std::vector<std::string>& Flags::All(const std::string& name) const {
-  static const auto* none = new std::vector<std::string>();
-  auto it = values_.find(name);
-  return it == values_.end() ? *none : it->second;
-}
-
-absl::StatusOr<int64_t> Flags::GetInt(const std::string& name, int64_t def, int64_t lo,
-                                      int64_t hi) const {
-  std::optional<std::string> v = Get(name);
-  if (!v) return def;
-  int64_t x = 0;
-  if (!absl::SimpleAtoi(*v, &x)) {
-    return absl::InvalidArgumentError(absl::StrCat("--", name, ": '", *v, "' is not an integer"));
-  }
-  if (x < lo || x > hi) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--", name, " must be in [", lo, ", ", hi, "], got ", x));
-  }
-  return x;
-}
-
-absl::StatusOr<double> Flags::GetDouble(const std::string& name, double def, double lo,
-                                        double hi) const {
-  std::optional<std::string> v = Get(name);
-  if (!v) return def;
-  double x = 0;
-  if (!absl::SimpleAtod(*v, &x) || !std::isfinite(x)) {
-    return absl::InvalidArgumentError(absl::StrCat("--", name, ": '", *v, "' is not a number"));
-  }
-  if (x < lo || x > hi) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--", name, " must be in [", lo, ", ", hi, "], got ", *v));
-  }
-  return x;
-}
-
 // "1048576", "512K", "8M", "1G" (binary multiples) → bytes.
 absl::StatusOr<int64_t> ParseSize(const std::string& text) {
   std::string digits = text;
@@ -163,7 +74,7 @@ absl::StatusOr<int64_t> ParseSize(const std::string& text) {
   return n << shift;
 }
 
-absl::Status ParseBackends(const Flags& f, GatewayConfig& c) {
+absl::Status ParseBackends(const CommandLineFlags& f, GatewayConfig& c) {
   for (const std::string& value : f.All("backend")) {
     for (absl::string_view part : absl::StrSplit(value, ',')) {
       part = absl::StripAsciiWhitespace(part);
@@ -180,7 +91,7 @@ absl::Status ParseBackends(const Flags& f, GatewayConfig& c) {
   return absl::OkStatus();
 }
 
-absl::Status ParseLimits(const Flags& f, GatewayConfig& c) {
+absl::Status ParseLimits(const CommandLineFlags& f, GatewayConfig& c) {
   if (auto v = f.Get("max-body-bytes")) {
     ASSIGN_OR_RETURN(c.max_body_bytes, ParseSize(*v));
   }
@@ -195,7 +106,7 @@ absl::Status ParseLimits(const Flags& f, GatewayConfig& c) {
   return absl::OkStatus();
 }
 
-absl::Status ParseMisc(const Flags& f, GatewayConfig& c) {
+absl::Status ParseMisc(const CommandLineFlags& f, GatewayConfig& c) {
   if (auto v = f.Get("host")) c.host = *v;
   if (c.host.empty()) return absl::InvalidArgumentError("--host is empty");
   ASSIGN_OR_RETURN(c.port, f.GetInt("port", c.port, 0, 65535));
@@ -217,7 +128,7 @@ absl::Status ParseMisc(const Flags& f, GatewayConfig& c) {
 }  // namespace
 
 absl::StatusOr<GatewayConfig> ParseGatewayFlags(const std::vector<std::string>& args) {
-  Flags flags;
+  CommandLineFlags flags(KnownFlags(), {"backend"});
   GatewayConfig c;
   RETURN_IF_ERROR(flags.Parse(args, c.help));
   if (c.help) return c;
