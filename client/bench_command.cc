@@ -23,6 +23,7 @@
 #include "client/cli_args.h"
 #include "client/commands.h"
 #include "client/funnel_client.h"
+#include "client/progress_bar.h"
 #include "client/remote_args.h"
 #include "runtime/util/status_macros.h"
 #include "spdlog/spdlog.h"
@@ -122,46 +123,6 @@ nlohmann::json DistributionJson(const Distribution& d) {
   return {{"p50", d.p50}, {"p90", d.p90}, {"p99", d.p99}, {"mean", d.mean}};
 }
 
-// Redraws "[#####     ] done/total" on stderr every 100 ms until stopped.
-class ProgressBar {
- public:
-  ProgressBar(const std::atomic<int64_t>& done, int64_t total) : done_(done), total_(total) {
-    thread_ = std::thread([this] { Loop(); });
-  }
-  ~ProgressBar() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
-    Draw();
-    std::fputc('\n', stderr);
-  }
-
- private:
-  void Loop() {
-    std::unique_lock<std::mutex> lock(mu_);
-    while (!cv_.wait_for(lock, std::chrono::milliseconds(100), [this] { return stop_; })) Draw();
-  }
-  void Draw() const {
-    constexpr int kWidth = 30;
-    const int64_t done = done_.load(std::memory_order_relaxed);
-    const int filled = static_cast<int>(done * kWidth / std::max<int64_t>(total_, 1));
-    std::fprintf(stderr, "\r[%s%s] %lld/%lld", std::string(filled, '#').c_str(),
-                 std::string(kWidth - filled, ' ').c_str(), static_cast<long long>(done),
-                 static_cast<long long>(total_));
-    std::fflush(stderr);
-  }
-
-  const std::atomic<int64_t>& done_;
-  const int64_t total_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;
-  std::thread thread_;
-};
-
 std::vector<int32_t> RandomIds(std::mt19937_64& rng, int64_t n, int64_t vocab) {
   // Ids 0-2 are unk/bos/eos in the Llama vocabularies; keep to ordinary tokens.
   const int32_t lo = vocab > 3 ? 3 : 0;
@@ -231,7 +192,8 @@ absl::Status Execute(const BenchArgs& b) {
   std::atomic<int64_t> next{0};
   std::atomic<int64_t> done{0};
   std::unique_ptr<ProgressBar> progress;
-  if (isatty(STDERR_FILENO)) progress = std::make_unique<ProgressBar>(done, b.requests);
+  if (isatty(STDERR_FILENO))
+    progress = std::make_unique<ProgressBar>(done, b.requests, "", std::chrono::milliseconds(100));
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<std::thread> threads;
   for (int64_t t = 0; t < b.concurrency; ++t) {

@@ -14,57 +14,13 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "client/progress_bar.h"
 #include "client/remote_args.h"
 #include "runtime/text/tokenizer.h"
 #include "runtime/text/tokenizer_loader.h"
 #include "runtime/util/status_macros.h"
 
 namespace funnel {
-namespace {
-
-// Redraws "[#####     ] done/total label" on stderr every 200 ms until destroyed.
-class EvalProgressBar {
- public:
-  EvalProgressBar(const std::atomic<int64_t>& done, int64_t total, std::string label)
-      : done_(done), total_(total), label_(std::move(label)) {
-    thread_ = std::thread([this] { Loop(); });
-  }
-  ~EvalProgressBar() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
-    Draw();
-    std::fputc('\n', stderr);
-  }
-
- private:
-  void Loop() {
-    std::unique_lock<std::mutex> lock(mu_);
-    while (!cv_.wait_for(lock, std::chrono::milliseconds(200), [this] { return stop_; })) Draw();
-  }
-  void Draw() const {
-    constexpr int kWidth = 30;
-    const int64_t done = done_.load(std::memory_order_relaxed);
-    const int filled = static_cast<int>(done * kWidth / std::max<int64_t>(total_, 1));
-    std::fprintf(stderr, "\r[%s%s] %lld/%lld %s", std::string(filled, '#').c_str(),
-                 std::string(kWidth - filled, ' ').c_str(), static_cast<long long>(done),
-                 static_cast<long long>(total_), label_.c_str());
-    std::fflush(stderr);
-  }
-
-  const std::atomic<int64_t>& done_;
-  const int64_t total_;
-  const std::string label_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;
-  std::thread thread_;
-};
-
-}  // namespace
 
 void AddEvalKvKnobFlags(CliSpec& spec) {
   spec.options.insert({"kv-window", "kv-pooling", "kv-kernel", "kv-beta", "kv-rounding"});
@@ -165,8 +121,10 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadEvalTokenizer(const std::string& 
 void RunConcurrently(int64_t n, int64_t concurrency, const std::string& label,
                      const std::function<void(int64_t)>& task) {
   std::atomic<int64_t> next{0}, done{0};
-  std::unique_ptr<EvalProgressBar> bar;
-  if (isatty(STDERR_FILENO)) bar = std::make_unique<EvalProgressBar>(done, n, label);
+  std::unique_ptr<ProgressBar> bar;
+  if (isatty(STDERR_FILENO)) {
+    bar = std::make_unique<ProgressBar>(done, n, label, std::chrono::milliseconds(200));
+  }
   std::vector<std::thread> threads;
   const int64_t workers = std::clamp<int64_t>(concurrency, 1, std::max<int64_t>(n, 1));
   for (int64_t t = 0; t < workers; ++t) {
