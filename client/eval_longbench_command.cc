@@ -321,11 +321,7 @@ absl::Status Execute(const LongBenchArgs& a) {
   ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, LoadEvalTokenizer(a.tokenizer_path));
   ASSIGN_OR_RETURN(std::unique_ptr<FunnelClient> client, FunnelClient::Create(a.client));
   ASSIGN_OR_RETURN(v1::ServerInfo info, client->GetServerInfo());
-  if (info.model().vocab_size() > 0 && info.model().vocab_size() != tok->vocab_size()) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "--tokenizer has %d tokens but the server's model has %d: use the server model's GGUF",
-        tok->vocab_size(), info.model().vocab_size()));
-  }
+  RETURN_IF_ERROR(CheckTokenizerMatchesServer(*tok, info));
   ASSIGN_OR_RETURN(std::vector<LongBenchItem> items, BuildItems(a, *tok, info));
   const std::vector<LongBenchPrediction> preds = RunPredictions(a, *client, items);
   const auto scores = TaskScores(a, items, preds);

@@ -497,11 +497,7 @@ absl::Status Execute(const NiahArgs& a) {
   ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, LoadEvalTokenizer(a.tokenizer_path));
   ASSIGN_OR_RETURN(std::unique_ptr<FunnelClient> client, FunnelClient::Create(a.client));
   ASSIGN_OR_RETURN(v1::ServerInfo info, client->GetServerInfo());
-  if (info.model().vocab_size() > 0 && info.model().vocab_size() != tok->vocab_size()) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "--tokenizer has %d tokens but the server's model has %d: use the server model's GGUF",
-        tok->vocab_size(), info.model().vocab_size()));
-  }
+  RETURN_IF_ERROR(CheckTokenizerMatchesServer(*tok, info));
   ASSIGN_OR_RETURN(
       std::string hay_text,
       LoadHaystack(a.haystack_paths, a.format.haystack_skip_files, a.format.collapse_whitespace));

@@ -13,6 +13,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "client/progress_bar.h"
 #include "client/remote_args.h"
@@ -116,6 +117,15 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadEvalTokenizer(const std::string& 
         absl::StrCat("--tokenizer ", path, ": ", tok.status().message()));
   }
   return tok;
+}
+
+absl::Status CheckTokenizerMatchesServer(const Tokenizer& tokenizer, const v1::ServerInfo& info) {
+  if (info.model().vocab_size() > 0 && info.model().vocab_size() != tokenizer.vocab_size()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--tokenizer has %d tokens but the server's model has %d: use the server model's GGUF",
+        tokenizer.vocab_size(), info.model().vocab_size()));
+  }
+  return absl::OkStatus();
 }
 
 void RunConcurrently(int64_t n, int64_t concurrency, const std::string& label,

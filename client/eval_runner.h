@@ -49,6 +49,8 @@ std::string SharedDataDir();
 // The tokenizer at `path` (a GGUF file, whose tensors are not read, or what
 // runtime/text/tokenizer_loader.h accepts); InvalidArgument naming --tokenizer on failure.
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadEvalTokenizer(const std::string& path);
+// InvalidArgument when `tokenizer` cannot be the served model's (another vocabulary size).
+absl::Status CheckTokenizerMatchesServer(const Tokenizer& tokenizer, const v1::ServerInfo& info);
 
 // Calls task(i) for every i in [0, n) on `concurrency` threads (each i exactly once, in rising
 // order of start). While running, a progress bar "[####    ] done/n label" is redrawn on
