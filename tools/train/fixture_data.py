@@ -181,6 +181,7 @@ class FixtureSampler:
     def __init__(self, tok, docs, seed):
         self.tok, self.docs, self.rng = tok, docs, random.Random(seed)
         self.city_prob = 1.0  # probability that a drawn "city" fact stays a city (else kv)
+        self.single_prob = 0.4  # probability of a one-needle sample (else 1-4 needles of mixed kinds)
         self.dot = tok.ids["."]
         self.lens = np.array([len(d) for d in docs], dtype=np.float64)
 
@@ -207,7 +208,11 @@ class FixtureSampler:
         if facts is None:
             facts, used = [], set()
             r = rng.random()
-            kinds = ["passkey"] if r < 0.4 else (["kv", "city", "kv", "city"][:rng.randint(1, 4)]
+            if r < self.single_prob:
+                kinds = [rng.choice(("passkey", "kv", "city"))]
+            else:
+                r = rng.random()
+                kinds = ["passkey"] if r < 0.2 else (["kv", "city", "kv", "city"][:rng.randint(1, 4)]
                                                  if r < 0.75 else ["passkey", "kv", "city"][:rng.randint(2, 3)])
             for k in kinds:
                 if k == "city" and rng.random() >= self.city_prob:
@@ -249,9 +254,16 @@ class FixtureSampler:
             hay[pos:pos] = needles[i]
             wcopy[pos:pos] = [0.0] * len(needles[i])
         ids = [BOS] + hay
+        # final needle spans in ids (shallowest first; BOS shifts by one)
+        span_of, offset = {}, 1
+        for pos, i in reversed(ins):
+            span_of[i] = range(pos + offset, pos + offset + len(needles[i]))
+            offset += len(needles[i])
+        self.last_focus = []  # (question positions, its needle's positions), for attention losses
         wa = [0.0] * len(ids)
         wc = [0.0] + wcopy
-        for q, a in qa:
+        for (q, a), i in zip(qa, order):
+            self.last_focus.append((range(len(ids), len(ids) + len(q)), span_of[i]))
             ids += q
             wa += [0.0] * len(q)
             wc += [0.0] * len(q)
@@ -259,6 +271,7 @@ class FixtureSampler:
             wa += [1.0 / len(a)] * len(a)  # each answer weighs 1 in total
             wc += [0.0] * len(a)
         assert len(ids) == length, (len(ids), length)
+        assert all(ids[r.start:r.stop] == needles[i] for i, r in span_of.items())
         # shift: weight at position t refers to predicting ids[t] from prefix ids[:t]
         return ids, wa, wc, len(qa)
 

@@ -75,7 +75,9 @@ class Block(nn.Module):
         self.w3 = nn.Linear(c.dim, c.ffn_dim, bias=False)  # up
         self.w2 = nn.Linear(c.ffn_dim, c.dim, bias=False)  # down
 
-    def forward(self, x, cos, sin, mask):
+    def forward(self, x, cos, sin, mask, keep_att=None):
+        """keep_att: None, or a list to which this layer appends its attention probabilities
+        [B, n_heads, T, T] (for attention-supervision losses)."""
         c = self.c
         B, T, _ = x.shape
         hd = c.head_dim
@@ -89,6 +91,8 @@ class Block(nn.Module):
         v = v.repeat_interleave(rep, dim=1)
         att = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(hd)) + mask
         att = torch.softmax(att, dim=-1)
+        if keep_att is not None:
+            keep_att.append(att)
         o = (att @ v).transpose(1, 2).reshape(B, T, c.n_heads * hd)
         x = x + self.wo(o)
         h = self.ffn_norm(x)
@@ -108,14 +112,15 @@ class Llama(nn.Module):
                 std = 0.02 / math.sqrt(2 * c.n_layers) if n.endswith(("wo.weight", "w2.weight")) else 0.02
                 nn.init.normal_(p, 0.0, std)
 
-    def forward(self, tokens):
-        """tokens [B, T] int64 -> logits [B, T, vocab] (float32)."""
+    def forward(self, tokens, keep_att=None):
+        """tokens [B, T] int64 -> logits [B, T, vocab] (float32). keep_att: None, or a list that
+        receives each layer's attention probabilities [B, n_heads, T, T]."""
         T = tokens.shape[1]
         cos, sin = rope_tables(self.c.head_dim, T, self.c.rope_theta, tokens.device)
         mask = torch.full((T, T), float("-inf"), device=tokens.device).triu(1)
         x = self.tok_embeddings(tokens)
         for layer in self.layers:
-            x = layer(x, cos, sin, mask)
+            x = layer(x, cos, sin, mask, keep_att)
         return self.output(self.norm(x))
 
     def num_params(self):

@@ -35,7 +35,7 @@ from model import Config, Llama  # noqa: E402
 
 def length_for(phase, rng):
     if phase == 0:
-        lo, hi = 128, 384
+        lo, hi = 128, 256
     elif phase == 1:
         lo, hi = 256, 1024
     elif rng.random() < 0.3:
@@ -55,20 +55,75 @@ def drill(rng, L):
     return ids, [0.0] * L, wc
 
 
+def induction_targets(ids, wa, wc):
+    """Attention-supervision targets of the induction head, in model-input coordinates (input =
+    ids[:-1]): for each query position t whose next token ids[t + 1] is a copy or answer target,
+    the key positions j + 1 (j < t) where the bigram (ids[j - 1], ids[j]) equals (ids[t - 1], ids[t]):
+    the head that attends there can copy ids[j + 1], the continuation seen last time.
+    Returns a list of (t, [key positions])."""
+    seen = {}
+    out = []
+    for t in range(1, len(ids) - 1):
+        bigram = (ids[t - 1], ids[t])
+        if (wc[t + 1] > 0 or wa[t + 1] > 0) and bigram in seen:
+            out.append((t, [j + 1 for j in seen[bigram]]))
+        seen.setdefault(bigram, []).append(t)
+    return out
+
+
 def batch(sampler, L, B, copy_spans, drill_frac, rng):
-    ids, wa, wc = [], [], []
+    """ids, answer weights, copy weights [B, L]; induction target mask and question-focus
+    weights [B, L - 1, L - 1] (query t of a question: 1/n on each of the n tokens of its needle)."""
+    ids, wa, wc, focus = [], [], [], []
     for _ in range(B):
         if rng.random() < drill_frac:
             i, a, c = drill(rng, L)
+            f = []
         else:
             i, a, c, _ = sampler.sample(L, copy_spans=copy_spans)
-        ids.append(i), wa.append(a), wc.append(c)
-    return torch.tensor(ids), torch.tensor(wa), torch.tensor(wc)
+            f = sampler.last_focus
+        ids.append(i), wa.append(a), wc.append(c), focus.append(f)
+    ind = torch.zeros(B, L - 1, L - 1)
+    foc = torch.zeros(B, L - 1, L - 1)
+    for b in range(B):
+        for t, keys in induction_targets(ids[b], wa[b], wc[b]):
+            ind[b, t, keys] = 1.0
+        for qpos, npos in focus[b]:
+            for t in qpos:
+                foc[b, t, npos.start:npos.stop] = 1.0 / len(npos)
+    return torch.tensor(ids), torch.tensor(wa), torch.tensor(wc), ind, foc
 
 
-def losses(model, ids, wa, wc):
-    """Returns (answer CE, LM CE on non-answer tokens, copy-span CE, exact-match fraction of answers)."""
-    logits = model(ids[:, :-1])
+def attention_losses(atts, ind):
+    """Attention supervision (speeds up forming the copy circuit): layer 0 head 0 attends to the
+    previous token; layer 1 head 0 attends where the current bigram was last followed (ind).
+    Returns (previous-token loss, induction loss), mean -log of the probability on the targets."""
+    a0 = atts[0][:, 0]  # [B, T, T]
+    prev = torch.diagonal(a0, offset=-1, dim1=1, dim2=2)  # [B, T - 1]: query t -> key t - 1
+    lp = -torch.log(prev + 1e-6).mean()
+    rows = ind.sum(-1) > 0
+    if not bool(rows.any()):
+        return lp, torch.zeros(())
+    p = (atts[1][:, 0] * ind).sum(-1)[rows]
+    return lp, -torch.log(p + 1e-6).mean()
+
+
+def focus_loss(atts, foc):
+    """Question -> needle attention (head 1 of layers 1..n-1): cross-entropy between the uniform
+    distribution over the needle's tokens and the attention of each question token, so that the
+    question's attention covers the fact it asks about, as retrieval heads of real LLMs do (what
+    observation-window scoring relies on)."""
+    rows = foc.sum(-1) > 0
+    if not bool(rows.any()):
+        return torch.zeros(())
+    terms = [-(foc * torch.log(a[:, 1] + 1e-6)).sum(-1)[rows].mean() for a in atts[1:]]
+    return sum(terms) / len(terms)
+
+
+def losses(model, ids, wa, wc, atts=None):
+    """Returns (answer CE, LM CE on non-answer tokens, copy-span CE, exact-match fraction of answers).
+    atts: None, or a list that receives each layer's attention probabilities."""
+    logits = model(ids[:, :-1], atts)
     tgt = ids[:, 1:]
     wa, wc = wa[:, 1:], wc[:, 1:]
     ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), reduction="none").view_as(tgt)
@@ -88,11 +143,15 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
     ap.add_argument("--minutes", type=float, default=78.0, help="training-time budget (schedule horizon)")
-    ap.add_argument("--tokens", type=int, default=4096, help="tokens per step")
+    ap.add_argument("--tokens", type=int, default=2048, help="tokens per step in phase 0 (twice that later)")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--warmup", type=int, default=40)
     ap.add_argument("--lm-weight", type=float, default=0.2)
     ap.add_argument("--copy-weight", type=float, default=1.0)
+    ap.add_argument("--attn-weight", type=float, default=0.5,
+                    help="weight of the attention-supervision losses (phases 0 and 1; a tenth in phase 2)")
+    ap.add_argument("--focus-weight", type=float, default=0.0,
+                    help="weight of the question -> needle attention loss (focus_loss)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="cpu or cuda (a GPU makes this minutes)")
     ap.add_argument("--ckpt-minutes", type=float, default=3.0)
@@ -138,7 +197,7 @@ def main():
     rng = random.Random(args.seed * 7 + step)
     budget = args.minutes * 60.0
     last_ckpt = time.time()
-    acc = {"la": 0.0, "ll": 0.0, "lc": 0.0, "em": 0.0, "n": 0}
+    acc = {"la": 0.0, "ll": 0.0, "lc": 0.0, "em": 0.0, "lp": 0.0, "li": 0.0, "lf": 0.0, "n": 0}
 
     def save():
         tmp = ckpt_path + ".tmp"
@@ -152,24 +211,34 @@ def main():
         p = trained_s / budget
         # adaptive curriculum: advance when the recent answer exact match is good, or by the deadlines
         recent = sum(em_hist[-30:]) / max(1, len(em_hist[-30:]))
-        if phase == 0 and ((len(em_hist) >= 30 and recent >= 0.6) or p >= 0.62):
+        if phase == 0 and ((len(em_hist) >= 30 and recent >= 0.8) or p >= 0.45):
             phase, em_hist = 1, []
             say("step %d: phase 1 (p %.2f, recent EM %.2f)" % (step, p, recent))
-        elif phase == 1 and ((len(em_hist) >= 30 and recent >= 0.6) or p >= 0.82):
+        elif phase == 1 and ((len(em_hist) >= 30 and recent >= 0.8) or p >= 0.7):
             phase, em_hist = 2, []
             say("step %d: phase 2 (p %.2f, recent EM %.2f)" % (step, p, recent))
         L = length_for(phase, rng)
-        B = max(1, args.tokens // L)
+        B = max(1, (args.tokens if phase == 0 else 2 * args.tokens) // L)
         copy_spans = max(2, L // 40) if phase == 0 else (2 if phase == 1 else 0)
         sampler.city_prob = 0.3 if phase == 0 else 1.0
-        drill_frac = 0.5 if phase == 0 else (0.25 if phase == 1 else 0.0)
-        ids, wa, wc = (t.to(args.device) for t in batch(sampler, L, B, copy_spans, drill_frac, rng))
+        sampler.single_prob = 0.8 if phase == 0 else 0.6
+        drill_frac = 0.4 if phase == 0 else (0.2 if phase == 1 else 0.05)
+        ids, wa, wc, ind, foc = (t.to(args.device) for t in batch(sampler, L, B, copy_spans, drill_frac, rng))
         lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(p, 1.0))))
         for g in opt.param_groups:
             g["lr"] = lr
         model.train()
-        la, ll, lc, em = losses(model, ids, wa, wc)
+        atts = [] if args.attn_weight > 0 or args.focus_weight > 0 else None
+        la, ll, lc, em = losses(model, ids, wa, wc, atts)
         loss = la + args.lm_weight * ll + (args.copy_weight * lc if (copy_spans or drill_frac) else 0.0)
+        if atts is not None:
+            lp, li = attention_losses(atts, ind)
+            lf = focus_loss(atts, foc)
+            loss = loss + (args.attn_weight if phase < 2 else 0.1 * args.attn_weight) * (lp + li)
+            loss = loss + args.focus_weight * lf
+            acc["lp"] += float(lp)
+            acc["li"] += float(li)
+            acc["lf"] += float(lf)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -182,8 +251,10 @@ def main():
         acc["n"] += 1
         if step % 10 == 0:
             n = acc["n"]
-            say("step %d  %.1f min  p %.2f  L %d B %d  lr %.2e  ans %.3f  lm %.3f  copy %.3f  EM %.2f" % (
-                step, trained_s / 60, p, L, B, lr, acc["la"] / n, acc["ll"] / n, acc["lc"] / n, acc["em"] / n))
+            say("step %d  %.1f min  p %.2f  L %d B %d  lr %.2e  ans %.3f  lm %.3f  copy %.3f  EM %.2f"
+                "  att-prev %.3f  att-ind %.3f  focus %.3f" % (
+                    step, trained_s / 60, p, L, B, lr, acc["la"] / n, acc["ll"] / n, acc["lc"] / n,
+                    acc["em"] / n, acc["lp"] / n, acc["li"] / n, acc["lf"] / n))
             acc = {k: 0.0 for k in acc}
             acc["n"] = 0
         if time.time() - last_ckpt > args.ckpt_minutes * 60:
