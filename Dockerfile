@@ -32,6 +32,7 @@ RUN apt-get update \
       build-essential cmake pkg-config ca-certificates \
       libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
       libabsl-dev libspdlog-dev libcpp-httplib-dev nlohmann-json3-dev libopenblas-dev libpcre2-dev \
+      libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -43,7 +44,7 @@ FROM debian:12-slim AS cpu
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       libgrpc++1.51 libgrpc29 libprotobuf32 libabsl20220623 libopenblas0-pthread \
-      libspdlog1.10 libfmt9 libcpp-httplib0.11 libpcre2-8-0 \
+      libspdlog1.10 libfmt9 libcpp-httplib0.11 libpcre2-8-0 libssl3 \
       curl \
  && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/funnel --shell /usr/sbin/nologin funnel \
@@ -69,6 +70,7 @@ RUN apt-get update \
       build-essential cmake pkg-config ca-certificates \
       libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
       libabsl-dev libspdlog-dev libcpp-httplib-dev nlohmann-json3-dev libopenblas-dev libpcre2-dev \
+      libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -82,7 +84,7 @@ FROM nvidia/cuda:${CUDA_VERSION}-runtime-ubuntu24.04 AS cuda
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       libgrpc++1.51t64 libgrpc29t64 libprotobuf32t64 libabsl20220623t64 libopenblas0-pthread \
-      libspdlog1.12 libfmt9 libcpp-httplib0.14t64 libpcre2-8-0 \
+      libspdlog1.12 libfmt9 libcpp-httplib0.14t64 libpcre2-8-0 libssl3t64 \
       curl \
  && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/funnel --shell /usr/sbin/nologin funnel \

@@ -1,4 +1,4 @@
-// funnel run: in-process generation with the CPU backend (see kUsage for the contract).
+// funnel run: in-process generation on the CPU or CUDA backend (see kUsage for the contract).
 #include <cstdio>
 #include <fstream>
 #include <random>
@@ -11,6 +11,7 @@
 #include "client/generation_flags.h"
 #include "nlohmann/json.hpp"
 #include "runtime/exec/generate.h"
+#include "runtime/exec/model_runner_factory.h"
 #include "runtime/model/model_loader.h"
 #include "runtime/text/chat_template.h"
 #include "runtime/text/tokenizer_loader.h"
@@ -24,19 +25,21 @@ constexpr char kUsage[] =
     "  [--chat] [--chat-template NAME]\n"
     "  [--temperature T] [--top-p P] [--top-k K] [--min-p P] [--repetition-penalty R]\n"
     "  [--presence-penalty P] [--frequency-penalty F] [--seed S] [--stop STR]... [--ignore-eos]\n"
-    "  [--threads N] [--kv-cache-bytes B] [--json] [--dump-logits FILE]\n"
+    "  [--device cpu|cuda] [--threads N] [--kv-cache-bytes B] [--json] [--dump-logits FILE]\n"
     "  [--kv-method full|pyramidkv|snapkv|streamingllm|h2o] [--kv-budget B | --kv-ratio R]\n"
     "  [--kv-window W] [--kv-pooling max|avg] [--kv-kernel K] [--kv-rounding exact|official]\n"
     "PATH is a GGUF file or a Hugging Face model directory (config.json, *.safetensors and\n"
     "tokenizer files). --chat sends the prompt as one user message through the model's chat\n"
     "template (recognised from the model files, or named with --chat-template; an unknown\n"
-    "name lists the valid ones).\n";
+    "name lists the valid ones). --device cuda (default cpu) runs on the GPU; it needs a build\n"
+    "with CUDA and a usable device, else the command fails with status 2.\n";
 
 struct RunArgs {
   std::string model;
   std::optional<std::string> prompt;
   std::vector<int32_t> prompt_ids;
   SamplingParams sampling;
+  Device device = Device::kCpu;
   RunnerOptions runner;
   KvPolicy kv;
   bool json = false;
@@ -61,7 +64,7 @@ absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& s) {
 
 absl::StatusOr<RunArgs> ParseRunArgs(const std::vector<std::string>& argv) {
   CliSpec spec{{"model", "prompt", "prompt-ids", "threads", "kv-cache-bytes", "dump-logits",
-                "block-size", "chat-template"},
+                "block-size", "chat-template", "device"},
                {"json", "chat"},
                {}};
   AddSamplingFlags(spec);
@@ -77,6 +80,12 @@ absl::StatusOr<RunArgs> ParseRunArgs(const std::vector<std::string>& argv) {
     ASSIGN_OR_RETURN(r.prompt_ids, ParseIds(*ids));
   }
   ASSIGN_OR_RETURN(r.sampling, ParseSamplingParams(args));
+  if (auto device = args.Get("device")) {
+    absl::StatusOr<Device> d = ParseDevice(*device);
+    if (!d.ok())
+      return absl::InvalidArgumentError(absl::StrCat("--device: ", d.status().message()));
+    r.device = *d;
+  }
   ASSIGN_OR_RETURN(r.runner.num_threads, args.GetInt("threads", 2, 1, 256));
   ASSIGN_OR_RETURN(r.runner.block_size, args.GetInt("block-size", 16, 1, 1024));
   ASSIGN_OR_RETURN(r.runner.kv_cache_bytes,
@@ -144,13 +153,17 @@ absl::StatusOr<std::vector<int32_t>> PromptIds(const RunArgs& r, const LoadedTok
 
 absl::Status Run(const std::vector<std::string>& argv) {
   ASSIGN_OR_RETURN(RunArgs r, ParseRunArgs(argv));
+  if (absl::Status s = CheckDeviceAvailable(r.device); !s.ok()) {  // a flag error: status 2
+    return absl::InvalidArgumentError(
+        absl::StrCat("--device ", DeviceName(r.device), ": ", s.message()));
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<ModelWeights> weights, OpenModel(r.model));
   ASSIGN_OR_RETURN(LoadedTokenizer loaded, LoadTokenizerAndTemplate(r.model));
   const Tokenizer& tokenizer = *loaded.tokenizer;
   ASSIGN_OR_RETURN(std::vector<int32_t> prompt, PromptIds(r, loaded));
   if (prompt.empty()) return absl::InvalidArgumentError("the prompt encodes to no tokens");
-  ASSIGN_OR_RETURN(std::unique_ptr<CpuModelRunner> runner,
-                   CpuModelRunner::Create(*weights, r.runner));
+  ASSIGN_OR_RETURN(std::unique_ptr<ModelRunner> runner,
+                   CreateModelRunner(r.device, *weights, r.runner));
 
   std::unique_ptr<LogitsDumper> dumper;
   LogitsObserver observer;

@@ -23,7 +23,10 @@ absl::Status CommandLineFlags::Parse(const std::vector<std::string>& args, bool&
     if (eq != std::string::npos) {
       value = name.substr(eq + 1);
       name.resize(eq);
-    } else if (known_.count(name) != 0) {
+      if (switches_.count(name) != 0) {
+        return absl::InvalidArgumentError(absl::StrCat("--", name, " takes no value"));
+      }
+    } else if (known_.count(name) != 0 && switches_.count(name) == 0) {
       if (i + 1 >= args.size()) {
         return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
       }

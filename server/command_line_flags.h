@@ -19,9 +19,13 @@ namespace funnel {
 
 class CommandLineFlags {
  public:
-  // `known`: every flag (each takes a value); `repeatable`: those that may be given several times.
-  explicit CommandLineFlags(std::set<std::string> known, std::set<std::string> repeatable = {})
-      : known_(std::move(known)), repeatable_(std::move(repeatable)) {}
+  // `known`: every flag (each takes a value); `repeatable`: those that may be given several times;
+  // `switches`: those of `known` that take no value ("--name" alone; Get returns "").
+  explicit CommandLineFlags(std::set<std::string> known, std::set<std::string> repeatable = {},
+                            std::set<std::string> switches = {})
+      : known_(std::move(known)),
+        repeatable_(std::move(repeatable)),
+        switches_(std::move(switches)) {}
 
   // `help` is set by --help / -h (which take no value).
   absl::Status Parse(const std::vector<std::string>& args, bool& help);
@@ -37,6 +41,7 @@ class CommandLineFlags {
  private:
   std::set<std::string> known_;
   std::set<std::string> repeatable_;
+  std::set<std::string> switches_;
   std::map<std::string, std::vector<std::string>> values_;
 };
 

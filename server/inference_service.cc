@@ -2,7 +2,6 @@
 
 #include <chrono>
 #include <deque>
-#include <span>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -38,10 +37,6 @@ absl::Time DeadlineOf(const grpc::ServerContextBase& context) {
 std::string OwnerLabel(const std::string& owner) { return owner.empty() ? "anonymous" : owner; }
 
 double Seconds(absl::Duration d) { return absl::ToDoubleSeconds(d); }
-
-std::span<const int32_t> IdsOf(const v1::PromptIds& ids) {
-  return {ids.ids().data(), static_cast<size_t>(ids.ids_size())};
-}
 
 // A Generate call refused before it streamed: finishes with `status` at once.
 class RefusedGenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
@@ -266,54 +261,13 @@ absl::StatusOr<std::string> InferenceService::AssignId(const std::string& reques
   return requested;
 }
 
-absl::StatusOr<std::vector<int32_t>> InferenceService::EncodeInput(
-    const v1::GenerateRequest& request) const {
-  const bool continuation = !request.session_id().empty();
-  switch (request.input_case()) {
-    case v1::GenerateRequest::kPrompt:
-      return encoder_->EncodeText(request.prompt(), continuation);
-    case v1::GenerateRequest::kPromptIds:
-      return encoder_->CheckIds(IdsOf(request.prompt_ids()));
-    case v1::GenerateRequest::kMessages:
-      return encoder_->EncodeMessages(MessagesFromProto(request.messages()),
-                                      request.chat_template(), continuation,
-                                      /*add_generation_prompt=*/true);
-    case v1::GenerateRequest::INPUT_NOT_SET:
-      break;
-  }
-  return absl::InvalidArgumentError("one of prompt, prompt_ids or messages is required");
-}
-
 absl::StatusOr<GenerateRequest> InferenceService::BuildRequest(
-    const v1::GenerateRequest& request, Call& call, const grpc::ServerContextBase& context) {
-  GenerateRequest req;
-  req.request_id = call.id;
-  req.owner = call.owner;
-  if (!request.chat_template().empty() && request.input_case() != v1::GenerateRequest::kMessages) {
-    return absl::InvalidArgumentError("chat_template applies to messages only");
-  }
-  auto prompt = EncodeInput(request);
-  if (!prompt.ok()) return prompt.status();
-  req.prompt = std::move(*prompt);
-  auto sampling = SamplingFromProto(request.sampling());
-  if (!sampling.ok()) return sampling.status();
-  req.sampling = std::move(sampling->params);
-  req.top_logprobs = sampling->top_logprobs;
-  auto policy =
-      KvPolicyFromProto(request.kv_policy(), request.has_kv_policy(), info_.default_kv_policy);
-  if (!policy.ok()) return policy.status();
-  req.kv_policy = *policy;
-  req.session_id = request.session_id();
-  if (request.session_mode() != v1::SESSION_MODE_FORK &&
-      request.session_mode() != v1::SESSION_MODE_APPEND) {
-    return absl::InvalidArgumentError("session_mode: unknown value");
-  }
-  req.session_mode =
-      request.session_mode() == v1::SESSION_MODE_APPEND ? SessionMode::kAppend : SessionMode::kFork;
-  if (req.session_mode == SessionMode::kAppend && req.session_id.empty()) {
-    return absl::InvalidArgumentError("session_mode APPEND needs a session_id");
-  }
-  req.deadline = DeadlineOf(context);
+    const v1::GenerateRequest& request, const Call& call, const grpc::ServerContextBase& context) {
+  auto req = GenerateRequestFromProto(request, *encoder_, info_.default_kv_policy);
+  if (!req.ok()) return req.status();
+  req->request_id = call.id;
+  req->owner = call.owner;
+  req->deadline = DeadlineOf(context);
   return req;
 }
 
@@ -443,28 +397,6 @@ grpc::Status InferenceService::DoCancel(const grpc::ServerContextBase& context,
   return grpc::Status::OK;
 }
 
-absl::StatusOr<std::vector<int32_t>> InferenceService::EncodeSessionContext(
-    const v1::CreateSessionRequest& request) const {
-  if (!request.chat_template().empty() &&
-      request.input_case() != v1::CreateSessionRequest::kMessages) {
-    return absl::InvalidArgumentError("chat_template applies to messages only");
-  }
-  switch (request.input_case()) {
-    case v1::CreateSessionRequest::kPrompt:
-      return encoder_->EncodeText(request.prompt(), /*continuation=*/false);
-    case v1::CreateSessionRequest::kPromptIds:
-      return encoder_->CheckIds(IdsOf(request.prompt_ids()));
-    case v1::CreateSessionRequest::kMessages:
-      // The context is a conversation so far; questions open the assistant turn themselves.
-      return encoder_->EncodeMessages(MessagesFromProto(request.messages()),
-                                      request.chat_template(), /*continuation=*/false,
-                                      /*add_generation_prompt=*/false);
-    case v1::CreateSessionRequest::INPUT_NOT_SET:
-      break;
-  }
-  return absl::InvalidArgumentError("one of prompt, prompt_ids or messages is required");
-}
-
 grpc::Status InferenceService::CreateSession(grpc::ServerContext* context,
                                              const v1::CreateSessionRequest* request,
                                              v1::Session* response) {
@@ -473,21 +405,11 @@ grpc::Status InferenceService::CreateSession(grpc::ServerContext* context,
   if (draining_.load()) {
     return ToGrpcStatus(Reject("session", absl::UnavailableError("server is shutting down")));
   }
-  CreateSessionRequest req;
-  req.owner = *owner;
-  auto context_ids = EncodeSessionContext(*request);
-  if (!context_ids.ok()) return ToGrpcStatus(Reject("session", context_ids.status()));
-  req.context = std::move(*context_ids);
-  auto policy =
-      KvPolicyFromProto(request->kv_policy(), request->has_kv_policy(), info_.default_kv_policy);
-  if (!policy.ok()) return ToGrpcStatus(Reject("session", policy.status()));
-  req.kv_policy = *policy;
-  if (request->ttl_seconds() < 0) {
-    return ToGrpcStatus(Reject("session", absl::InvalidArgumentError("ttl_seconds must be >= 0")));
-  }
-  req.ttl = absl::Seconds(request->ttl_seconds());
-  const size_t num_tokens = req.context.size();
-  auto info = engine_->CreateSession(std::move(req));
+  auto req = CreateSessionRequestFromProto(*request, *encoder_, info_.default_kv_policy);
+  if (!req.ok()) return ToGrpcStatus(Reject("session", req.status()));
+  req->owner = *owner;
+  const size_t num_tokens = req->context.size();
+  auto info = engine_->CreateSession(*std::move(req));
   if (!info.ok()) return ToGrpcStatus(Reject("session", info.status()));
   SessionToProto(*info, response);
   spdlog::info("session {} created owner={} tokens={} kv_bytes={} method={}", info->session_id,

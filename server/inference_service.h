@@ -109,8 +109,9 @@ class InferenceService final : public InferenceServiceBase {
 
   absl::StatusOr<std::string> Authenticate(const grpc::ServerContextBase& context) const;
   absl::StatusOr<std::string> AssignId(const std::string& requested);
-  absl::StatusOr<std::vector<int32_t>> EncodeInput(const v1::GenerateRequest& request) const;
-  absl::StatusOr<GenerateRequest> BuildRequest(const v1::GenerateRequest& request, Call& call,
+  // The validated engine request (GenerateRequestFromProto) with the call's id, owner and
+  // deadline.
+  absl::StatusOr<GenerateRequest> BuildRequest(const v1::GenerateRequest& request, const Call& call,
                                                const grpc::ServerContextBase& context);
   // Validates and submits: the running request's stream, or the status to refuse the call with
   // (already logged and counted).
@@ -121,8 +122,6 @@ class InferenceService final : public InferenceServiceBase {
   grpc::Status EndRequest(const FinalEvent& final, Call& call, v1::GenerateResponse* msg);
   // Asks the engine to drop a running request (client gone, deadline, Cancel before attach).
   void StopRequest(const std::string& id, OutputStream& stream);
-  absl::StatusOr<std::vector<int32_t>> EncodeSessionContext(
-      const v1::CreateSessionRequest& request) const;
   void FillModel(v1::Model* model) const;
   absl::Status Reject(const std::string& id, const absl::Status& status);
   // Reserves a request id for `owner` before submission; false when it is already live.

@@ -1,8 +1,9 @@
-// funnel-server: flags → ServerConfig → model, tokenizer, CPU runner, engine → gRPC service
+// funnel-server: flags → ServerConfig → model, tokenizer, runner (CPU or CUDA), engine → gRPC
+// service
 // (+ health, reflection) and the admin HTTP port → wait for SIGTERM/SIGINT → drain → exit 0.
 //
 // Exit status: 0 after a clean shutdown, 1 when the model or a port cannot be set up, 2 for bad
-// flags (including an unusable --api-key-file).
+// flags (including an unusable --api-key-file, and --device cuda without a usable GPU).
 #include <signal.h>
 
 #include <atomic>
@@ -22,7 +23,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/resource_quota.h"
 #include "runtime/engine/engine.h"
-#include "runtime/exec/cpu_model_runner.h"
+#include "runtime/exec/model_runner_factory.h"
 #include "runtime/model/model_weights.h"
 #include "runtime/text/chat_template.h"
 #include "runtime/text/tokenizer.h"
@@ -47,7 +48,7 @@ constexpr int kMaxMessageBytes = 64 << 20;
 struct Model {
   std::unique_ptr<ModelWeights> weights;
   std::unique_ptr<Tokenizer> tokenizer;
-  std::unique_ptr<CpuModelRunner> runner;
+  std::unique_ptr<ModelRunner> runner;
   std::unique_ptr<Engine> engine;
 };
 
@@ -66,7 +67,7 @@ absl::StatusOr<Model> LoadModel(const ServerConfig& config) {
   auto tokenizer = Tokenizer::FromGguf(m.weights->gguf());
   if (!tokenizer.ok()) return tokenizer.status();
   m.tokenizer = std::move(*tokenizer);
-  auto runner = CpuModelRunner::Create(*m.weights, config.runner);
+  auto runner = CreateModelRunner(config.device, *m.weights, config.runner);
   if (!runner.ok()) return runner.status();
   m.runner = std::move(*runner);
   EngineConfig engine_config = config.engine;
@@ -279,9 +280,9 @@ int Serve(const ServerConfig& config, const sigset_t& signals) {
     spdlog::critical("{}", s.ToString());
     return 1;
   }
-  spdlog::info("serving {} ({}) with {} threads, {} KV blocks of {} tokens, default kv {}",
-               info.served_name, model->weights->config().Summary(), config.runner.num_threads,
-               info.pool_blocks, info.block_size,
+  spdlog::info("serving {} ({}) on {} with {} threads, {} KV blocks of {} tokens, default kv {}",
+               info.served_name, model->weights->config().Summary(), DeviceName(config.device),
+               config.runner.num_threads, info.pool_blocks, info.block_size,
                KvMethodName(config.engine.default_kv_policy.method));
 
   const int sig = WaitForSignal(signals, engine, *server, ready);
@@ -316,6 +317,11 @@ int main(int argc, char** argv) {
   if (config->help) {
     std::fputs(funnel::kServerUsage, stdout);
     return 0;
+  }
+  if (absl::Status s = funnel::CheckDeviceAvailable(config->device); !s.ok()) {
+    std::fprintf(stderr, "funnel-server: --device %s: %s\n(see funnel-server --help)\n",
+                 funnel::DeviceName(config->device), std::string(s.message()).c_str());
+    return 2;
   }
   spdlog::set_level(spdlog::level::from_str(config->log_level));
   return funnel::Serve(*config, signals);

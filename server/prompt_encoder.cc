@@ -60,7 +60,15 @@ absl::StatusOr<std::vector<int32_t>> PromptEncoder::EncodeMessages(
   ChatTemplateOptions options;
   options.add_bos = !continuation;
   options.add_generation_prompt = add_generation_prompt;
-  return tmpl->Apply(messages, options);
+  absl::StatusOr<std::vector<int32_t>> ids = tmpl->Apply(messages, options);
+  // E.g. llama2 renders a system message only before a user message, and a continuation has
+  // no BOS: the same refusal as an empty text prompt.
+  if (ids.ok() && ids->empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("messages give an empty prompt under the ", tmpl->name(),
+                     " chat template (a system message needs a user message after it)"));
+  }
+  return ids;
 }
 
 std::string PromptEncoder::server_template_name() const {

@@ -5,7 +5,8 @@
 // - Ids: fed exactly as given; each must be in the vocabulary.
 // - Messages: the request's named chat template, else the server's (--chat-template or the
 //   model's own). A model template that is not recognised makes template-less chat requests
-//   INVALID_ARGUMENT (the error says how to name one).
+//   INVALID_ARGUMENT (the error says how to name one). Messages that render to no tokens at all
+//   are INVALID_ARGUMENT, as an empty text prompt is.
 //
 // Thread rules: immutable after construction; safe to share.
 #pragma once

@@ -1,6 +1,8 @@
 #include "server/proto_conversion.h"
 
 #include <cmath>
+#include <span>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -45,6 +47,48 @@ absl::Status CheckNonNegative(const v1::KvPolicy& p) {
     return absl::InvalidArgumentError("kv_policy.beta must be >= 1");
   }
   return absl::OkStatus();
+}
+
+std::span<const int32_t> IdsOf(const v1::PromptIds& ids) {
+  return {ids.ids().data(), static_cast<size_t>(ids.ids_size())};
+}
+
+absl::StatusOr<std::vector<int32_t>> EncodeGenerateInput(const v1::GenerateRequest& request,
+                                                         const PromptEncoder& encoder) {
+  const bool continuation = !request.session_id().empty();
+  switch (request.input_case()) {
+    case v1::GenerateRequest::kPrompt:
+      return encoder.EncodeText(request.prompt(), continuation);
+    case v1::GenerateRequest::kPromptIds:
+      return encoder.CheckIds(IdsOf(request.prompt_ids()));
+    case v1::GenerateRequest::kMessages:
+      return encoder.EncodeMessages(MessagesFromProto(request.messages()), request.chat_template(),
+                                    continuation, /*add_generation_prompt=*/true);
+    case v1::GenerateRequest::INPUT_NOT_SET:
+      break;
+  }
+  return absl::InvalidArgumentError("one of prompt, prompt_ids or messages is required");
+}
+
+absl::StatusOr<std::vector<int32_t>> EncodeSessionContext(const v1::CreateSessionRequest& request,
+                                                          const PromptEncoder& encoder) {
+  if (!request.chat_template().empty() &&
+      request.input_case() != v1::CreateSessionRequest::kMessages) {
+    return absl::InvalidArgumentError("chat_template applies to messages only");
+  }
+  switch (request.input_case()) {
+    case v1::CreateSessionRequest::kPrompt:
+      return encoder.EncodeText(request.prompt(), /*continuation=*/false);
+    case v1::CreateSessionRequest::kPromptIds:
+      return encoder.CheckIds(IdsOf(request.prompt_ids()));
+    case v1::CreateSessionRequest::kMessages:
+      // The context is a conversation so far; questions open the assistant turn themselves.
+      return encoder.EncodeMessages(MessagesFromProto(request.messages()), request.chat_template(),
+                                    /*continuation=*/false, /*add_generation_prompt=*/false);
+    case v1::CreateSessionRequest::INPUT_NOT_SET:
+      break;
+  }
+  return absl::InvalidArgumentError("one of prompt, prompt_ids or messages is required");
 }
 
 }  // namespace
@@ -126,6 +170,51 @@ std::vector<ChatMessage> MessagesFromProto(const v1::ChatMessages& proto) {
   out.reserve(static_cast<size_t>(proto.messages_size()));
   for (const v1::ChatMessage& m : proto.messages()) out.push_back({m.role(), m.content()});
   return out;
+}
+
+absl::StatusOr<GenerateRequest> GenerateRequestFromProto(const v1::GenerateRequest& request,
+                                                         const PromptEncoder& encoder,
+                                                         const KvPolicy& server_default) {
+  GenerateRequest req;
+  if (!request.chat_template().empty() && request.input_case() != v1::GenerateRequest::kMessages) {
+    return absl::InvalidArgumentError("chat_template applies to messages only");
+  }
+  auto prompt = EncodeGenerateInput(request, encoder);
+  if (!prompt.ok()) return prompt.status();
+  req.prompt = std::move(*prompt);
+  auto sampling = SamplingFromProto(request.sampling());
+  if (!sampling.ok()) return sampling.status();
+  req.sampling = std::move(sampling->params);
+  req.top_logprobs = sampling->top_logprobs;
+  auto policy = KvPolicyFromProto(request.kv_policy(), request.has_kv_policy(), server_default);
+  if (!policy.ok()) return policy.status();
+  req.kv_policy = *policy;
+  req.session_id = request.session_id();
+  if (request.session_mode() != v1::SESSION_MODE_FORK &&
+      request.session_mode() != v1::SESSION_MODE_APPEND) {
+    return absl::InvalidArgumentError("session_mode: unknown value");
+  }
+  req.session_mode =
+      request.session_mode() == v1::SESSION_MODE_APPEND ? SessionMode::kAppend : SessionMode::kFork;
+  if (req.session_mode == SessionMode::kAppend && req.session_id.empty()) {
+    return absl::InvalidArgumentError("session_mode APPEND needs a session_id");
+  }
+  return req;
+}
+
+absl::StatusOr<CreateSessionRequest> CreateSessionRequestFromProto(
+    const v1::CreateSessionRequest& request, const PromptEncoder& encoder,
+    const KvPolicy& server_default) {
+  CreateSessionRequest req;
+  auto context = EncodeSessionContext(request, encoder);
+  if (!context.ok()) return context.status();
+  req.context = std::move(*context);
+  auto policy = KvPolicyFromProto(request.kv_policy(), request.has_kv_policy(), server_default);
+  if (!policy.ok()) return policy.status();
+  req.kv_policy = *policy;
+  if (request.ttl_seconds() < 0) return absl::InvalidArgumentError("ttl_seconds must be >= 0");
+  req.ttl = absl::Seconds(request.ttl_seconds());
+  return req;
 }
 
 void KvPolicyToProto(const KvPolicy& policy, v1::KvPolicy* out) {

@@ -15,6 +15,7 @@
 #include "runtime/sample/sampling_params.h"
 #include "runtime/text/chat_template.h"
 #include "runtime/text/tokenizer.h"
+#include "server/prompt_encoder.h"
 
 namespace funnel {
 
@@ -33,6 +34,19 @@ absl::StatusOr<std::optional<KvPolicy>> KvPolicyFromProto(const v1::KvPolicy& pr
                                                           const KvPolicy& server_default);
 
 std::vector<ChatMessage> MessagesFromProto(const v1::ChatMessages& proto);
+
+// The engine request of a Generate call, checked in this order: chat_template, input (encoded
+// by `encoder`), sampling, KV policy (over `server_default`), session mode. request_id, owner
+// and deadline are left for the caller to fill. Pure: no engine, no I/O (the fuzz target
+// tests/fuzz/grpc_request_fuzzer.cc calls it directly).
+absl::StatusOr<GenerateRequest> GenerateRequestFromProto(const v1::GenerateRequest& request,
+                                                         const PromptEncoder& encoder,
+                                                         const KvPolicy& server_default);
+// The engine request of a CreateSession call (context, KV policy, ttl); owner is left for the
+// caller. Pure, as above.
+absl::StatusOr<CreateSessionRequest> CreateSessionRequestFromProto(
+    const v1::CreateSessionRequest& request, const PromptEncoder& encoder,
+    const KvPolicy& server_default);
 
 void KvPolicyToProto(const KvPolicy& policy, v1::KvPolicy* out);
 void SessionToProto(const SessionInfo& info, v1::Session* out);

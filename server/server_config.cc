@@ -32,6 +32,8 @@ const char kServerUsage[] =
     "  --port-file PATH          write the bound gRPC port there once serving\n"
     "  --admin-port N            HTTP port; 0 = ephemeral, -1 = disabled (default 8081)\n"
     "  --admin-port-file PATH    write the bound admin port there once serving\n"
+    "  --device cpu|cuda         compute backend (default cpu); cuda needs a build with CUDA\n"
+    "                            and a usable GPU, else the server exits with status 2\n"
     "  --threads N               CPU compute threads, 1 to 256 (default: all cores)\n"
     "  --kv-method M             default KV policy: full|pyramidkv|snapkv|streamingllm|h2o\n"
     "                            (default full)\n"
@@ -80,6 +82,7 @@ const std::set<std::string>& KnownFlags() {
                                                        "port-file",
                                                        "admin-port",
                                                        "admin-port-file",
+                                                       "device",
                                                        "threads",
                                                        "kv-method",
                                                        "kv-budget",
@@ -170,8 +173,13 @@ absl::Status ParseEngine(const CommandLineFlags& f, ServerConfig& c) {
     c.runner.kv_cache_bytes = *bytes;
   }
   if (absl::Status s = c.runner.Validate(); !s.ok()) return s;
+  RETURN_IF_ERROR(ParseEnumFlag(f, "device", ParseDevice, c.device));
   EngineConfig& e = c.engine;
   RETURN_IF_ERROR(ParseKvDefaults(f, e.default_kv_policy));
+  if (c.device == Device::kCuda && e.default_kv_policy.method == KvMethod::kH2o) {
+    return absl::InvalidArgumentError(
+        "--kv-method h2o is not implemented on --device cuda yet (use --device cpu)");
+  }
   ASSIGN_OR_RETURN(e.max_num_seqs, f.GetInt("max-num-seqs", e.max_num_seqs, 1, 1 << 16));
   ASSIGN_OR_RETURN(e.max_queue, f.GetInt("max-queue", e.max_queue, 1, 1 << 20));
   ASSIGN_OR_RETURN(e.max_prompt_tokens, f.GetInt("max-prompt-tokens", 0, 0, kMaxInt));

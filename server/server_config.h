@@ -10,6 +10,7 @@
 #include "absl/time/time.h"
 #include "runtime/engine/engine_config.h"
 #include "runtime/exec/cpu_model_runner.h"
+#include "runtime/exec/model_runner_factory.h"
 
 namespace funnel {
 
@@ -20,9 +21,10 @@ struct ServerConfig {
   std::string port_file;           // when set: the bound gRPC port is written there
   int32_t admin_port = 8081;       // HTTP /health /ready /metrics; 0 = ephemeral; -1 = off
   std::string admin_port_file;
-  RunnerOptions runner;      // threads, block size, KV pool bytes
-  EngineConfig engine;       // default KV policy, queue and batch limits, sessions
-  std::string api_key_file;  // empty: open access
+  Device device = Device::kCpu;  // compute backend (--device cpu|cuda)
+  RunnerOptions runner;          // threads, block size, KV pool bytes
+  EngineConfig engine;           // default KV policy, queue and batch limits, sessions
+  std::string api_key_file;      // empty: open access
   // gRPC over TLS when tls_cert_file is set (PEM files; the admin HTTP port stays plaintext).
   // tls_client_ca_file set: clients must present a certificate signed by it (mutual TLS).
   std::string tls_cert_file;

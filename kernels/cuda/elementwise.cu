@@ -52,6 +52,25 @@ __global__ void RopeKernel(float* x, const int32_t* positions, int64_t heads, in
   }
 }
 
+__global__ void RopeFrequenciesKernel(float* x, const int32_t* positions, int64_t heads,
+                                      int64_t head_dim, int64_t rot_dim, const float* inv_freq,
+                                      bool half_split) {
+  const int64_t t = blockIdx.x;
+  const int64_t half = rot_dim / 2;
+  const float pos = static_cast<float>(positions[t]);
+  for (int64_t k = threadIdx.x; k < heads * half; k += blockDim.x) {
+    const int64_t h = k / half, i = k % half;
+    float s, c;
+    sincosf(pos * inv_freq[i], &s, &c);
+    float* v = x + (t * heads + h) * head_dim;
+    const int64_t a = half_split ? i : 2 * i;
+    const int64_t b = half_split ? i + half : 2 * i + 1;
+    const float x0 = v[a], x1 = v[b];
+    v[a] = x0 * c - x1 * s;
+    v[b] = x0 * s + x1 * c;
+  }
+}
+
 __global__ void SwiGluKernel(const float* gate, const float* up, float* out, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
@@ -83,6 +102,16 @@ int LaunchRope(float* x, const int32_t* positions, int64_t tokens, int64_t heads
   if (tokens <= 0) return 0;
   RopeKernel<<<static_cast<unsigned>(tokens), 128, 0, static_cast<cudaStream_t>(stream)>>>(
       x, positions, heads, head_dim, rot_dim, theta, half_split);
+  return Launched();
+}
+
+int LaunchRopeWithFrequencies(float* x, const int32_t* positions, int64_t tokens, int64_t heads,
+                              int64_t head_dim, int64_t rot_dim, const float* inv_freq,
+                              bool half_split, void* stream) {
+  if (tokens <= 0) return 0;
+  RopeFrequenciesKernel<<<static_cast<unsigned>(tokens), 128, 0,
+                          static_cast<cudaStream_t>(stream)>>>(x, positions, heads, head_dim,
+                                                               rot_dim, inv_freq, half_split);
   return Launched();
 }
 

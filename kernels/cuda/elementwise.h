@@ -16,6 +16,12 @@ int LaunchRmsNorm(const float* x, const float* weight, float* out, int64_t rows,
 int LaunchRope(float* x, const int32_t* positions, int64_t tokens, int64_t heads, int64_t head_dim,
                int64_t rot_dim, float theta, bool half_split, void* stream);
 
+// LaunchRope with the per-pair inverse frequencies given (angle = pos * inv_freq[i]), for scaled
+// RoPE variants; CPU twin ApplyRopeWithFrequencies. inv_freq: [rot_dim / 2] (device).
+int LaunchRopeWithFrequencies(float* x, const int32_t* positions, int64_t tokens, int64_t heads,
+                              int64_t head_dim, int64_t rot_dim, const float* inv_freq,
+                              bool half_split, void* stream);
+
 // out[i] = silu(gate[i]) * up[i].
 int LaunchSwiGlu(const float* gate, const float* up, float* out, int64_t n, void* stream);
 

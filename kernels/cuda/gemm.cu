@@ -26,13 +26,27 @@ Blas::~Blas() {
   if (handle_ != nullptr) cublasDestroy(static_cast<cublasHandle_t>(handle_));
 }
 
-int Blas::MatMulF32(const float* w, const float* x, int64_t rows, int64_t cols, int64_t tokens,
-                    float* y) {
-  const float alpha = 1.0f, beta = 0.0f;
-  return static_cast<int>(cublasSgemm(static_cast<cublasHandle_t>(handle_), CUBLAS_OP_T, CUBLAS_OP_N,
+namespace {
+
+int Sgemm(void* handle, const float* w, const float* x, int64_t rows, int64_t cols, int64_t tokens,
+          float beta, float* y) {
+  const float alpha = 1.0f;
+  return static_cast<int>(cublasSgemm(static_cast<cublasHandle_t>(handle), CUBLAS_OP_T, CUBLAS_OP_N,
                                       static_cast<int>(rows), static_cast<int>(tokens),
                                       static_cast<int>(cols), &alpha, w, static_cast<int>(cols), x,
                                       static_cast<int>(cols), &beta, y, static_cast<int>(rows)));
+}
+
+}  // namespace
+
+int Blas::MatMulF32(const float* w, const float* x, int64_t rows, int64_t cols, int64_t tokens,
+                    float* y) {
+  return Sgemm(handle_, w, x, rows, cols, tokens, 0.0f, y);
+}
+
+int Blas::MatMulF32Accumulate(const float* w, const float* x, int64_t rows, int64_t cols,
+                              int64_t tokens, float* y) {
+  return Sgemm(handle_, w, x, rows, cols, tokens, 1.0f, y);
 }
 
 int Blas::MatMulBf16(const uint16_t* w, const uint16_t* x, int64_t rows, int64_t cols,

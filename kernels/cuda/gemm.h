@@ -18,6 +18,9 @@ class Blas {
   // w: [rows, cols] fp32, x: [tokens, cols] fp32, y: [tokens, rows] fp32.
   int MatMulF32(const float* w, const float* x, int64_t rows, int64_t cols, int64_t tokens,
                 float* y);
+  // Same shapes, y += w x (fp32): residual adds fused into the product.
+  int MatMulF32Accumulate(const float* w, const float* x, int64_t rows, int64_t cols,
+                          int64_t tokens, float* y);
   // w and x in bf16 (raw uint16 bits), y fp32, fp32 accumulation.
   int MatMulBf16(const uint16_t* w, const uint16_t* x, int64_t rows, int64_t cols, int64_t tokens,
                  float* y);

@@ -21,11 +21,13 @@ struct PagedDecodeParams {
   const float* pool = nullptr;
   int32_t block_size = 16;
   const int32_t* block_tables = nullptr;  // [num_seqs, max_blocks_per_seq]
+  // The row stride of block_tables. 0: every row reads the same table (the rows are the new
+  // tokens of one sequence, each with its own causal kv_lens[s]: prefill as decode rows).
   int32_t max_blocks_per_seq = 0;
-  const int32_t* kv_lens = nullptr;       // [num_seqs], >= 1
+  const int32_t* kv_lens = nullptr;  // [num_seqs], >= 1
   float scale = 1.0f;
-  int32_t num_splits = 1;  // >= 1; entries per split = ceil(max_kv_len / num_splits)
-  int32_t max_kv_len = 0;  // max over kv_lens
+  int32_t num_splits = 1;      // >= 1; entries per split = ceil(max_kv_len / num_splits)
+  int32_t max_kv_len = 0;      // max over kv_lens
   float* workspace = nullptr;  // PagedDecodeWorkspaceFloats(params) floats
 };
 

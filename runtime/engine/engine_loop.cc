@@ -18,7 +18,8 @@ bool IsSet(absl::Time t) { return t != absl::InfinitePast(); }
 // Errors a Step returns, with nothing changed, because of one sequence's data or size.
 bool IsRequestError(const absl::Status& s) {
   return s.code() == absl::StatusCode::kInvalidArgument ||
-         s.code() == absl::StatusCode::kResourceExhausted;
+         s.code() == absl::StatusCode::kResourceExhausted ||
+         s.code() == absl::StatusCode::kUnimplemented;  // e.g. a KV method a backend lacks
 }
 
 FinalEvent Failed(absl::Status status) {
@@ -97,7 +98,11 @@ void EngineLoop::PersistSession(const Session& s) {
   rec.entry_floats = runner_->entry_floats();
   rec.layers.resize(static_cast<size_t>(s.kv.num_layers()));
   for (int32_t l = 0; l < s.kv.num_layers(); ++l) {
-    runner_->ExportLayer(s.kv, l, rec.layers[static_cast<size_t>(l)]);
+    absl::Status exported = runner_->ExportLayer(s.kv, l, rec.layers[static_cast<size_t>(l)]);
+    if (!exported.ok()) {  // a backend fault: the next step fails and marks the engine dead
+      spdlog::error("session {} not persisted: {}", s.id, exported.ToString());
+      return;
+    }
   }
   persister_->Save(s.id, EncodeSessionRecord(rec));
 }

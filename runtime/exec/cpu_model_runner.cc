@@ -10,7 +10,6 @@
 #include "absl/strings/str_format.h"
 #include "kernels/cpu/norm_rope_act.h"
 #include "runtime/exec/kv_selection.h"
-#include "runtime/exec/prefill_compression.h"
 #include "runtime/util/status_macros.h"
 
 namespace funnel {
@@ -79,69 +78,12 @@ SequenceKv CpuModelRunner::NewSequence() const {
   return SequenceKv(weights_.config().num_layers, options_.block_size);
 }
 
-absl::Status CpuModelRunner::ValidateBatch(std::span<const StepSequence> batch) const {
-  const ModelConfig& c = weights_.config();
-  for (size_t s = 0; s < batch.size(); ++s) {
-    const StepSequence& seq = batch[s];
-    if (seq.kv == nullptr || seq.tokens.empty()) {
-      return absl::InvalidArgumentError(absl::StrFormat("batch entry %d has no tokens", s));
-    }
-    if (seq.kv->num_layers() != c.num_layers || seq.kv->block_size() != options_.block_size) {
-      return absl::InvalidArgumentError("sequence cache does not match this model");
-    }
-    if (seq.policy != nullptr) {
-      if (absl::Status st = seq.policy->Validate(); !st.ok()) return st;
-    }
-    for (int32_t id : seq.tokens) {
-      if (id < 0 || id >= c.vocab_size) {
-        return absl::InvalidArgumentError(
-            absl::StrFormat("token id %d is outside the vocabulary [0, %d)", id, c.vocab_size));
-      }
-    }
-  }
-  return absl::OkStatus();
-}
-
-int64_t CpuModelRunner::StoredAfterStep(size_t s, int32_t layer,
-                                        std::span<const StepSequence> batch) const {
-  if (Compressing(s)) return budgets_[s].stored(layer);
-  return batch[s].kv->layer_length(layer) + static_cast<int64_t>(batch[s].tokens.size());
-}
-
 absl::Status CpuModelRunner::ReserveKv(std::span<const StepSequence> batch) {
-  const int32_t layers = weights_.config().num_layers;
-  budgets_.assign(batch.size(), LayerBudgets{});
-  for (size_t s = 0; s < batch.size(); ++s) {
-    ASSIGN_OR_RETURN(budgets_[s], StepCompressionBudgets(batch[s], layers));
-  }
-  int64_t needed = 0;
-  for (size_t s = 0; s < batch.size(); ++s) {
-    for (int32_t l = 0; l < layers; ++l) {
-      needed += batch[s].kv->BlocksNeeded(l, StoredAfterStep(s, l, batch));
-      needed += batch[s].kv->NeedsCopyOnWrite(pool_, l) ? 1 : 0;
-    }
-  }
-  if (needed > pool_.num_free()) {
-    return absl::ResourceExhaustedError(
-        absl::StrFormat("KV cache full: step needs %d blocks, %d of %d free", needed,
-                        pool_.num_free(), pool_.num_blocks()));
-  }
-  base_lengths_.assign(batch.size() * static_cast<size_t>(layers), 0);
-  for (size_t s = 0; s < batch.size(); ++s) {
-    SequenceKv& kv = *batch[s].kv;
-    for (int32_t l = 0; l < layers; ++l) {
-      base_lengths_[s * layers + l] = kv.layer_length(l);
-      if (kv.NeedsCopyOnWrite(pool_, l)) {
-        const int64_t last = static_cast<int64_t>(kv.block_table(l).size()) - 1;
-        const BlockId copy = *pool_.Allocate();  // counted in `needed`
-        std::copy_n(block_data(kv.block_table(l)[static_cast<size_t>(last)]),
-                    geometry_.BlockFloats(), block_data(copy));
-        kv.ReplaceBlock(pool_, l, last, copy);
-      }
-      RETURN_IF_ERROR(kv.Grow(pool_, l, StoredAfterStep(s, l, batch)));
-    }
-  }
-  return absl::OkStatus();
+  ASSIGN_OR_RETURN(plan_, PlanStep(batch, weights_.config().num_layers));
+  return ReserveStepKv(batch, plan_, pool_, [this](BlockId from, BlockId to) {
+    std::copy_n(block_data(from), geometry_.BlockFloats(), block_data(to));
+    return absl::OkStatus();
+  });
 }
 
 void CpuModelRunner::ParallelRows(int64_t rows, const std::function<void(int64_t, int64_t)>& fn) {
@@ -156,7 +98,7 @@ absl::Status CpuModelRunner::Step(std::span<const StepSequence> batch, std::vect
   logits.clear();
   if (batch.empty()) return absl::OkStatus();
   compress_ms_ = 0.0;
-  RETURN_IF_ERROR(ValidateBatch(batch));
+  RETURN_IF_ERROR(ValidateStepBatch(batch, weights_.config(), options_.block_size));
   RETURN_IF_ERROR(ReserveKv(batch));
 
   const ModelConfig& c = weights_.config();
@@ -174,7 +116,7 @@ absl::Status CpuModelRunner::Step(std::span<const StepSequence> batch, std::vect
   int64_t ws_floats = 0;
   for (size_t s = 0; s < batch.size(); ++s) {
     ws_offsets_[s] = ws_floats;
-    if (Compressing(s)) ws_floats += budgets_[s].prompt_tokens * kv_dim;
+    if (Compressing(s)) ws_floats += plan_.budgets[s].prompt_tokens * kv_dim;
   }
   ws_keys_.resize(static_cast<size_t>(ws_floats));
   ws_values_.resize(static_cast<size_t>(ws_floats));
@@ -250,14 +192,13 @@ void CpuModelRunner::RunLayer(int32_t layer, std::span<const StepSequence> batch
 
 void CpuModelRunner::WriteKv(int32_t layer, std::span<const StepSequence> batch) {
   const PagedKvGeometry& g = geometry_;
-  const int64_t layers = weights_.config().num_layers;
   const int64_t kv_dim = g.num_kv_heads * g.head_dim;
   for (size_t s = 0; s < batch.size(); ++s) {
     const int64_t n_new = row_offsets_[s + 1] - row_offsets_[s];
     std::span<const BlockId> table = batch[s].kv->block_table(layer);
-    const int64_t base = base_lengths_[s * layers + layer];
+    const int64_t base = plan_.base_length(s, layer);
     if (Compressing(s)) {  // the whole prompt's K/V to the workspace, [kv_heads][n][head_dim]
-      const int64_t n = budgets_[s].prompt_tokens;
+      const int64_t n = plan_.budgets[s].prompt_tokens;
       for (int64_t i = 0; i < base; ++i) {  // earlier chunks, from the pool
         const float* block = block_data(table[static_cast<size_t>(i / g.block_size)]);
         const int64_t slot = i % g.block_size;
@@ -294,7 +235,6 @@ void CpuModelRunner::WriteKv(int32_t layer, std::span<const StepSequence> batch)
 
 void CpuModelRunner::Attention(int32_t layer, std::span<const StepSequence> batch) {
   const ModelConfig& c = weights_.config();
-  const int64_t layers = c.num_layers;
   const int64_t q_dim = int64_t{c.num_heads} * c.head_dim;
   const int64_t kv_heads = c.num_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
@@ -310,12 +250,12 @@ void CpuModelRunner::Attention(int32_t layer, std::span<const StepSequence> batc
         args.pool = kv_storage_.get();
         args.geometry = geometry_;
         args.block_table = batch[s].kv->block_table(layer).data();
-        args.kv_len = base_lengths_[s * layers + layer] + n_q;
+        args.kv_len = plan_.base_length(s, layer) + n_q;
         args.scale = scale;
         const int64_t kv_head = task % kv_heads;
         AttentionScratch& scratch = attention_scratch_[static_cast<size_t>(thread)];
         if (Compressing(s)) {
-          const int64_t at = ws_offsets_[s] + kv_head * budgets_[s].prompt_tokens * c.head_dim;
+          const int64_t at = ws_offsets_[s] + kv_head * plan_.budgets[s].prompt_tokens * c.head_dim;
           ContiguousAttentionKvHead(args, kv_head, ws_keys_.data() + at, ws_values_.data() + at,
                                     scratch);
         } else {
@@ -325,10 +265,7 @@ void CpuModelRunner::Attention(int32_t layer, std::span<const StepSequence> batc
 }
 
 void CpuModelRunner::CompressLayer(int32_t layer, std::span<const StepSequence> batch) {
-  if (std::none_of(budgets_.begin(), budgets_.end(),
-                   [](const LayerBudgets& b) { return b.compress; })) {
-    return;
-  }
+  if (!plan_.any_compressing()) return;
   const auto t0 = std::chrono::steady_clock::now();
   absl::Cleanup timing = [&] {
     compress_ms_ +=
@@ -343,7 +280,7 @@ void CpuModelRunner::CompressLayer(int32_t layer, std::span<const StepSequence> 
         const size_t s = static_cast<size_t>(task / kv_heads);
         if (!Compressing(s)) return;
         const int64_t kv_head = task % kv_heads;
-        const LayerBudgets& b = budgets_[s];
+        const LayerBudgets& b = plan_.budgets[s];
         const int64_t n = b.prompt_tokens, w = b.window;
         const int64_t at = ws_offsets_[s] + kv_head * n * d;
         const float* keys = ws_keys_.data() + at;
@@ -373,7 +310,7 @@ void CpuModelRunner::CompressLayer(int32_t layer, std::span<const StepSequence> 
       });
   // A prompt written in chunks held its full K/V in the pool until now.
   for (size_t s = 0; s < batch.size(); ++s) {
-    if (Compressing(s)) batch[s].kv->Truncate(pool_, layer, budgets_[s].stored(layer));
+    if (Compressing(s)) batch[s].kv->Truncate(pool_, layer, plan_.budgets[s].stored(layer));
   }
 }
 
@@ -395,7 +332,8 @@ void CpuModelRunner::ComputeLogits(std::span<const StepSequence> batch,
   MatMul(weights_.output(), xn_.data(), out_rows, logits.data(), threads_, matmul_workspace_);
 }
 
-void CpuModelRunner::ExportLayer(const SequenceKv& kv, int32_t layer, std::vector<float>& out) {
+absl::Status CpuModelRunner::ExportLayer(const SequenceKv& kv, int32_t layer,
+                                         std::vector<float>& out) {
   const PagedKvGeometry& g = geometry_;
   std::span<const BlockId> table = kv.block_table(layer);
   for (int64_t e = 0; e < kv.layer_length(layer); ++e) {
@@ -408,6 +346,7 @@ void CpuModelRunner::ExportLayer(const SequenceKv& kv, int32_t layer, std::vecto
       out.insert(out.end(), block + g.VOffset(h, slot), block + g.VOffset(h, slot) + g.head_dim);
     }
   }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<SequenceKv> CpuModelRunner::ImportSequence(

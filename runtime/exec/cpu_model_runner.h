@@ -14,6 +14,7 @@
 #include "kernels/cpu/thread_pool.h"
 #include "runtime/exec/kv_selection.h"
 #include "runtime/exec/model_runner.h"
+#include "runtime/exec/step_kv_plan.h"
 #include "runtime/kv/block_pool.h"
 #include "runtime/kv/kv_policy.h"
 #include "runtime/kv/layer_budget.h"
@@ -51,7 +52,7 @@ class CpuModelRunner final : public ModelRunner {
   double last_step_compress_ms() const { return compress_ms_; }
 
   int64_t entry_floats() const override { return 2 * geometry_.num_kv_heads * geometry_.head_dim; }
-  void ExportLayer(const SequenceKv& kv, int32_t layer, std::vector<float>& out) override;
+  absl::Status ExportLayer(const SequenceKv& kv, int32_t layer, std::vector<float>& out) override;
   absl::StatusOr<SequenceKv> ImportSequence(std::span<const std::vector<float>> layers,
                                             int64_t num_positions) override;
 
@@ -65,16 +66,13 @@ class CpuModelRunner final : public ModelRunner {
  private:
   CpuModelRunner(const ModelWeights& weights, const RunnerOptions& options, int32_t num_blocks);
 
-  absl::Status ValidateBatch(std::span<const StepSequence> batch) const;
   absl::Status ReserveKv(std::span<const StepSequence> batch);
   void RunLayer(int32_t layer, std::span<const StepSequence> batch);
   void WriteKv(int32_t layer, std::span<const StepSequence> batch);
   void Attention(int32_t layer, std::span<const StepSequence> batch);
   void CompressLayer(int32_t layer, std::span<const StepSequence> batch);
   void ComputeLogits(std::span<const StepSequence> batch, std::vector<float>& logits);
-  // Entries layer `layer` of sequence `s` stores after this step.
-  int64_t StoredAfterStep(size_t s, int32_t layer, std::span<const StepSequence> batch) const;
-  bool Compressing(size_t s) const { return budgets_[s].compress; }
+  bool Compressing(size_t s) const { return plan_.compressing(s); }
   void ParallelRows(int64_t rows, const std::function<void(int64_t, int64_t)>& fn);
 
   const ModelWeights& weights_;
@@ -88,14 +86,13 @@ class CpuModelRunner final : public ModelRunner {
 
   // Step state, reused across steps. Rows are the batch's new tokens in order.
   int64_t num_rows_ = 0;
-  std::vector<int32_t> positions_;     // [rows]
-  std::vector<int64_t> row_offsets_;   // first row of each sequence, + total
-  std::vector<int64_t> base_lengths_;  // [seq * layers]: entries stored before this step
+  std::vector<int32_t> positions_;    // [rows]
+  std::vector<int64_t> row_offsets_;  // first row of each sequence, + total
+  StepKvPlan plan_;                   // budgets and entries stored before this step
   std::vector<float> x_, xn_, q_, k_, v_, attn_, gate_, up_;
-  // Compressing prefills: the budgets per sequence, and the transient full K/V of the current
-  // layer (earlier chunks' entries read back from the pool, then this step's),
-  // [kv_heads][n][head_dim] per sequence starting at ws_offsets_[s] floats, n = whole prompt.
-  std::vector<LayerBudgets> budgets_;
+  // Compressing prefills: the transient full K/V of the current layer (earlier chunks' entries
+  // read back from the pool, then this step's), [kv_heads][n][head_dim] per sequence starting at
+  // ws_offsets_[s] floats, n = whole prompt.
   std::vector<int64_t> ws_offsets_;
   std::vector<float> ws_keys_, ws_values_;
   std::vector<SelectionScratch> select_scratch_;  // one per thread

@@ -62,8 +62,9 @@ class FakeModelRunner final : public ModelRunner {
   void Release(SequenceKv& kv) override { kv.Release(pool_); }
   // No K/V is stored: exports are zeros of the right size; imports allocate blocks only.
   int64_t entry_floats() const override { return entry_bytes() / int64_t{sizeof(float)}; }
-  void ExportLayer(const SequenceKv& kv, int32_t layer, std::vector<float>& out) override {
+  absl::Status ExportLayer(const SequenceKv& kv, int32_t layer, std::vector<float>& out) override {
     out.resize(out.size() + static_cast<size_t>(kv.layer_length(layer) * entry_floats()), 0.0f);
+    return absl::OkStatus();
   }
   absl::StatusOr<SequenceKv> ImportSequence(std::span<const std::vector<float>> layers,
                                             int64_t num_positions) override;

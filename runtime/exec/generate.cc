@@ -16,7 +16,7 @@ double MsSince(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
-KvStats DescribeKv(const CpuModelRunner& runner, const SequenceKv& kv, const KvPolicy& policy) {
+KvStats DescribeKv(const ModelRunner& runner, const SequenceKv& kv, const KvPolicy& policy) {
   const ModelConfig& c = runner.config();
   const int64_t n = kv.num_positions();
   const LayerBudgets b = ComputeLayerBudgets(policy, c.num_layers, n);
@@ -32,7 +32,7 @@ KvStats DescribeKv(const CpuModelRunner& runner, const SequenceKv& kv, const KvP
 
 }  // namespace
 
-absl::StatusOr<GenerationResult> Generate(CpuModelRunner& runner, const Tokenizer& tokenizer,
+absl::StatusOr<GenerationResult> Generate(ModelRunner& runner, const Tokenizer& tokenizer,
                                           std::span<const int32_t> prompt,
                                           const SamplingParams& params, uint64_t default_seed,
                                           const KvPolicy& policy,
@@ -42,8 +42,9 @@ absl::StatusOr<GenerationResult> Generate(CpuModelRunner& runner, const Tokenize
   if (prompt.empty()) return absl::InvalidArgumentError("prompt is empty");
   const ModelConfig& c = runner.config();
   if (static_cast<int64_t>(prompt.size()) > c.context_length) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "prompt has %d tokens, more than the model's context of %d", prompt.size(), c.context_length));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("prompt has %d tokens, more than the model's context of %d", prompt.size(),
+                        c.context_length));
   }
   SequenceKv kv = runner.NewSequence();
   absl::Cleanup release = [&] { runner.Release(kv); };
@@ -67,7 +68,8 @@ absl::StatusOr<GenerationResult> Generate(CpuModelRunner& runner, const Tokenize
   const size_t vocab = static_cast<size_t>(c.vocab_size);
   if (all) {
     for (size_t i = 0; i < prompt.size(); ++i) {
-      observe_logits(static_cast<int64_t>(i), std::span<const float>(logits).subspan(i * vocab, vocab));
+      observe_logits(static_cast<int64_t>(i),
+                     std::span<const float>(logits).subspan(i * vocab, vocab));
     }
     logits.erase(logits.begin(), logits.end() - static_cast<std::ptrdiff_t>(vocab));
   }

@@ -1,4 +1,4 @@
-// Single-sequence generation on the CPU runner: prefill, then sample/decode until a stop.
+// Single-sequence generation on any ModelRunner: prefill, then sample/decode until a stop.
 // Used by `funnel run` and the golden tests; the server's engine batches many of these.
 #pragma once
 
@@ -9,7 +9,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "runtime/exec/cpu_model_runner.h"
+#include "runtime/exec/cpu_model_runner.h"  // RunnerOptions, for callers
+#include "runtime/exec/model_runner.h"
 #include "runtime/sample/sampling_params.h"
 #include "runtime/text/tokenizer.h"
 
@@ -45,11 +46,10 @@ using LogitsObserver = std::function<void(int64_t position, std::span<const floa
 
 // Runs `prompt` (ids exactly as given; at least one) and generates. Releases the sequence's KV
 // blocks before returning. Text streams through `on_text` (UTF-8 complete, stop strings cut).
-absl::StatusOr<GenerationResult> Generate(CpuModelRunner& runner, const Tokenizer& tokenizer,
-                                          std::span<const int32_t> prompt,
-                                          const SamplingParams& params, uint64_t default_seed,
-                                          const KvPolicy& policy = {},
-                                          const LogitsObserver& observe_logits = nullptr,
-                                          const std::function<void(std::string_view)>& on_text = nullptr);
+absl::StatusOr<GenerationResult> Generate(
+    ModelRunner& runner, const Tokenizer& tokenizer, std::span<const int32_t> prompt,
+    const SamplingParams& params, uint64_t default_seed, const KvPolicy& policy = {},
+    const LogitsObserver& observe_logits = nullptr,
+    const std::function<void(std::string_view)>& on_text = nullptr);
 
 }  // namespace funnel

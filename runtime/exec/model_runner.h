@@ -1,5 +1,5 @@
 // The backend interface the engine drives: one batched forward step over paged KV caches.
-// Implemented by CpuModelRunner (and later the CUDA runner); tests use a fake.
+// Implemented by CpuModelRunner and CudaModelRunner; tests use a fake.
 //
 // Thread rules: every method is called from the engine thread only.
 #pragma once
@@ -37,7 +37,9 @@ class ModelRunner {
   // Runs the new tokens of all sequences as one batch (prefill and decode mix freely), appends
   // their K/V and advances num_positions. `logits` receives one vocab row per requested position,
   // in batch order. All-or-nothing on KV space: ResourceExhausted (nothing changed) when the pool
-  // is too small; InvalidArgument for empty token lists or ids outside the vocabulary.
+  // is too small; InvalidArgument for empty token lists or ids outside the vocabulary;
+  // Unimplemented (nothing changed) for a step this backend cannot run yet; Internal for a
+  // backend fault (the runner is then unusable).
   virtual absl::Status Step(std::span<const StepSequence> batch, std::vector<float>& logits) = 0;
 
   // An empty cache for a new sequence (its blocks come from pool()).
@@ -46,10 +48,12 @@ class ModelRunner {
   virtual void Release(SequenceKv& kv) = 0;
 
   // Persistence of a cache (durable sessions). One entry of one layer is entry_floats() floats:
-  // the K rows, then the V rows, of every KV head ([2][kv_heads][head_dim] on the CPU backend).
+  // the K rows, then the V rows, of every KV head ([2][kv_heads][head_dim] on every backend).
   virtual int64_t entry_floats() const = 0;
-  // Appends the entries of `layer` of `kv`, in cache order, to `out`.
-  virtual void ExportLayer(const SequenceKv& kv, int32_t layer, std::vector<float>& out) = 0;
+  // Appends the entries of `layer` of `kv`, in cache order, to `out`. Internal on a backend
+  // fault (device copy failed; `out` is then incomplete and must not be used).
+  virtual absl::Status ExportLayer(const SequenceKv& kv, int32_t layer,
+                                   std::vector<float>& out) = 0;
   // A new sequence at `num_positions` whose layer l holds layers[l] ([entries][entry_floats]).
   // ResourceExhausted (nothing allocated) when the pool lacks the blocks; InvalidArgument when
   // the shapes do not fit this model.

@@ -67,9 +67,12 @@ void ChatTokenBuilder::Flush() {
   prefix_next_ = false;
 }
 
-// Encodes text; a protected id that the text produced (only possible for markers stored as
-// user-defined or normal pieces) is replaced by the encoding of its text split after the first
-// character, recursively (the pieces are strictly shorter, so this ends).
+// Encodes text; a protected id that the text produced (a marker stored as a user-defined or
+// normal piece) is replaced by the encoding of its piece split after the first character,
+// recursively. Both halves are shorter than `text`, so this ends. An id whose piece is not the
+// text that produced it (unk, which stands for an unknown character, or any piece longer than
+// the text) is not split but replaced like a one-character marker: by unk, or by nothing when unk
+// is itself protected (a vocabulary whose unk is BOS or a control token).
 void ChatTokenBuilder::EncodeGuarded(std::string_view text, bool prefix, int depth) {
   EncodeOptions options{.add_bos = false, .add_space_prefix = prefix, .add_eos = false};
   for (int32_t id : tok_.Encode(text, options)) {
@@ -79,8 +82,10 @@ void ChatTokenBuilder::EncodeGuarded(std::string_view text, bool prefix, int dep
     }
     const std::string piece = tok_.TokenToPiece(id);
     const size_t first = piece.empty() ? 0 : Utf8Length(piece);
-    if (first == 0 || first >= piece.size() || depth > 64) {
-      if (tok_.unk_id() >= 0) ids_.push_back(tok_.unk_id());  // a one-character marker
+    if (id == tok_.unk_id() || first == 0 || first >= piece.size() || piece.size() > text.size() ||
+        depth > 64) {
+      const int32_t unk = tok_.unk_id();
+      if (unk >= 0 && !tmpl_.IsProtected(unk)) ids_.push_back(unk);
       continue;
     }
     EncodeGuarded(std::string_view(piece).substr(0, first), false, depth + 1);

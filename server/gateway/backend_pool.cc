@@ -19,14 +19,27 @@ namespace {
 constexpr absl::string_view kSessionPrefix = "sess-";
 constexpr size_t kSessionSuffixHex = 16;
 
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address) {
+std::shared_ptr<grpc::ChannelCredentials> ChannelCredentials(const std::optional<TlsOptions>& tls) {
+  if (!tls) return grpc::InsecureChannelCredentials();
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = tls->root_certs_pem;
+  ssl.pem_private_key = tls->client_key_pem;
+  ssl.pem_cert_chain = tls->client_cert_pem;
+  return grpc::SslCredentials(ssl);
+}
+
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address,
+                                           const std::optional<TlsOptions>& tls) {
   grpc::ChannelArguments args;
+  if (tls && !tls->server_name_override.empty()) {
+    args.SetSslTargetNameOverride(tls->server_name_override);
+  }
   args.SetMaxReceiveMessageSize(-1);  // long prompt_ids in final messages
   // Reconnect soon after a replica comes back (gRPC's default backoff grows to two minutes).
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 250);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 250);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  return grpc::CreateCustomChannel(address, ChannelCredentials(tls), args);
 }
 
 bool Contains(const std::vector<size_t>& v, size_t x) {
@@ -80,7 +93,7 @@ BackendPool::BackendPool(std::vector<std::string> addresses, Options options, Pr
     : options_(std::move(options)), probe_(std::move(probe)) {
   for (std::string& address : addresses) {
     auto b = std::make_unique<Backend>();
-    b->channel = MakeChannel(address);
+    b->channel = MakeChannel(address, options_.tls);
     b->address = std::move(address);
     backends_.push_back(std::move(b));
   }
@@ -222,7 +235,10 @@ void BackendPool::Apply(size_t index, const absl::StatusOr<v1::ServerInfo>& resu
   }
   b.failures = b.up ? 0 : b.failures + 1;
   b.next_probe = now + (b.up ? options_.probe_interval : Backoff(b.failures));
-  if (b.up != was_up || (auth_only && !b.warned_auth)) {
+  // Logged: every change, and the first of a run of failed probes (so a backend never reached,
+  // say for a wrong address or TLS set-up, shows at once).
+  const bool first_failure = !b.up && b.failures == 1;
+  if (b.up != was_up || first_failure || (auth_only && !b.warned_auth)) {
     if (b.up) {
       spdlog::info("backend {} is up (replica '{}', model '{}')", b.address, b.replica_id, b.model);
     } else {

@@ -55,11 +55,13 @@ class BackendPool {
     absl::Duration probe_timeout = absl::Seconds(2);
     absl::Duration unary_timeout = absl::Seconds(60);  // session and model calls
     std::string probe_api_key;                         // "" when the servers need none
+    std::optional<TlsOptions> tls;                     // every channel's TLS; unset: plaintext
   };
   // Asks backend `index` for its ServerInfo.
   using ProbeFn = std::function<absl::StatusOr<v1::ServerInfo>(size_t index)>;
 
-  // Creates one channel per address; probes call GetServerInfo over it.
+  // Creates one channel per address (over options.tls when set); probes call GetServerInfo
+  // over it.
   BackendPool(std::vector<std::string> addresses, Options options);
   // Probes through `probe` instead (tests); channels are still created (lazily connecting).
   BackendPool(std::vector<std::string> addresses, Options options, ProbeFn probe);

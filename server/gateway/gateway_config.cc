@@ -40,19 +40,80 @@ const char kGatewayUsage[] =
     "  --request-timeout SECONDS deadline of each generation; 0 = none (default 0); then 504\n"
     "  --probe-interval SECONDS  health probe period of a healthy backend (default 2)\n"
     "  --max-probe-backoff SECONDS  longest wait between probes of a down backend (default 10)\n"
+    "  --tls-cert PEM            serve HTTPS with this certificate chain (needs --tls-key);\n"
+    "                            every route, /health and /metrics included\n"
+    "  --tls-key PEM             the certificate's private key (unencrypted)\n"
+    "  --tls-client-ca PEM       require client certificates signed by this CA (mutual TLS)\n"
+    "  --backend-tls             call the backends over TLS (system roots); implied by any\n"
+    "                            --backend-tls-* flag\n"
+    "  --backend-tls-ca PEM      roots that sign the backends' certificates\n"
+    "  --backend-tls-cert PEM    client certificate for the backends (mutual TLS; needs\n"
+    "                            --backend-tls-key)\n"
+    "  --backend-tls-key PEM     its private key\n"
+    "  --backend-tls-server-name NAME  the name the backends' certificates hold, when not the\n"
+    "                            host of --backend\n"
     "  --log-level LEVEL         trace|debug|info|warn|error|critical|off (default info)\n"
     "  --help                    this text\n"
     "\n"
-    "Bad flags exit with status 2.\n";
+    "Bad flags, and unreadable or invalid key or TLS files, exit with status 2.\n";
 
 namespace {
 
 const std::set<std::string>& KnownFlags() {
-  static const auto* flags = new std::set<std::string>{
-      "backend",           "host",     "port",        "port-file",       "api-key-file",
-      "max-body-bytes",    "threads",  "max-choices", "request-timeout", "probe-interval",
-      "max-probe-backoff", "log-level"};
+  static const auto* flags = new std::set<std::string>{"backend",
+                                                       "host",
+                                                       "port",
+                                                       "port-file",
+                                                       "api-key-file",
+                                                       "max-body-bytes",
+                                                       "threads",
+                                                       "max-choices",
+                                                       "request-timeout",
+                                                       "probe-interval",
+                                                       "max-probe-backoff",
+                                                       "log-level",
+                                                       "tls-cert",
+                                                       "tls-key",
+                                                       "tls-client-ca",
+                                                       "backend-tls",
+                                                       "backend-tls-ca",
+                                                       "backend-tls-cert",
+                                                       "backend-tls-key",
+                                                       "backend-tls-server-name"};
   return *flags;
+}
+
+// The value of flag `name` (absent: ""); InvalidArgument when given empty.
+absl::StatusOr<std::string> NonEmpty(const CommandLineFlags& f, const std::string& name) {
+  std::optional<std::string> v = f.Get(name);
+  if (v && v->empty()) return absl::InvalidArgumentError(absl::StrCat("--", name, " is empty"));
+  return v.value_or("");
+}
+
+absl::Status ParseHttps(const CommandLineFlags& f, HttpsFiles& https) {
+  ASSIGN_OR_RETURN(https.cert_file, NonEmpty(f, "tls-cert"));
+  ASSIGN_OR_RETURN(https.key_file, NonEmpty(f, "tls-key"));
+  ASSIGN_OR_RETURN(https.client_ca_file, NonEmpty(f, "tls-client-ca"));
+  if (https.cert_file.empty() != https.key_file.empty()) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
+  }
+  if (!https.client_ca_file.empty() && !https.enabled()) {
+    return absl::InvalidArgumentError("--tls-client-ca needs --tls-cert and --tls-key");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseBackendTls(const CommandLineFlags& f, BackendTlsFiles& tls) {
+  ASSIGN_OR_RETURN(tls.ca_file, NonEmpty(f, "backend-tls-ca"));
+  ASSIGN_OR_RETURN(tls.cert_file, NonEmpty(f, "backend-tls-cert"));
+  ASSIGN_OR_RETURN(tls.key_file, NonEmpty(f, "backend-tls-key"));
+  ASSIGN_OR_RETURN(tls.server_name, NonEmpty(f, "backend-tls-server-name"));
+  if (tls.cert_file.empty() != tls.key_file.empty()) {
+    return absl::InvalidArgumentError("--backend-tls-cert and --backend-tls-key go together");
+  }
+  tls.enabled = f.Get("backend-tls").has_value() || !tls.ca_file.empty() ||
+                !tls.cert_file.empty() || !tls.server_name.empty();
+  return absl::OkStatus();
 }
 
 // "1048576", "512K", "8M", "1G" (binary multiples) → bytes.
@@ -128,13 +189,15 @@ absl::Status ParseMisc(const CommandLineFlags& f, GatewayConfig& c) {
 }  // namespace
 
 absl::StatusOr<GatewayConfig> ParseGatewayFlags(const std::vector<std::string>& args) {
-  CommandLineFlags flags(KnownFlags(), {"backend"});
+  CommandLineFlags flags(KnownFlags(), {"backend"}, {"backend-tls"});
   GatewayConfig c;
   RETURN_IF_ERROR(flags.Parse(args, c.help));
   if (c.help) return c;
   RETURN_IF_ERROR(ParseBackends(flags, c));
   RETURN_IF_ERROR(ParseLimits(flags, c));
   RETURN_IF_ERROR(ParseMisc(flags, c));
+  RETURN_IF_ERROR(ParseHttps(flags, c.https));
+  RETURN_IF_ERROR(ParseBackendTls(flags, c.backend_tls));
   return c;
 }
 

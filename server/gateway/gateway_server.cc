@@ -72,7 +72,7 @@ struct GatewayServer::Impl {
   GatewayMetrics* metrics;
   CompletionRoute completions;
   ResourceRoutes resources;
-  httplib::Server server;
+  std::unique_ptr<httplib::Server> server;  // an httplib::SSLServer for HTTPS
 };
 
 absl::StatusOr<std::string> GatewayServer::Impl::Authorize(const httplib::Request& req) const {
@@ -145,43 +145,44 @@ void GatewayServer::Impl::Register() {
   using Req = const httplib::Request&;
   using Res = httplib::Response&;
   using Scope = std::shared_ptr<RequestScope>;
-  server.Post("/v1/completions", Route("/v1/completions", [this](Req req, Res res, Scope s) {
-                completions.Handle(Endpoint::kCompletions, req, res, std::move(s));
+  server->Post("/v1/completions", Route("/v1/completions", [this](Req req, Res res, Scope s) {
+                 completions.Handle(Endpoint::kCompletions, req, res, std::move(s));
+               }));
+  server->Post("/v1/chat/completions",
+               Route("/v1/chat/completions", [this](Req req, Res res, Scope s) {
+                 completions.Handle(Endpoint::kChatCompletions, req, res, std::move(s));
+               }));
+  server->Get("/v1/models", Route("/v1/models", [this](Req, Res res, Scope s) {
+                resources.ListModels(res, *s);
               }));
-  server.Post("/v1/chat/completions",
-              Route("/v1/chat/completions", [this](Req req, Res res, Scope s) {
-                completions.Handle(Endpoint::kChatCompletions, req, res, std::move(s));
+  server->Get("/v1/models/(.+)", Route("/v1/models/{id}", [this](Req req, Res res, Scope s) {
+                resources.GetModel(req.matches[1].str(), res, *s);
               }));
-  server.Get("/v1/models",
-             Route("/v1/models", [this](Req, Res res, Scope s) { resources.ListModels(res, *s); }));
-  server.Get("/v1/models/(.+)", Route("/v1/models/{id}", [this](Req req, Res res, Scope s) {
-               resources.GetModel(req.matches[1].str(), res, *s);
-             }));
-  server.Post("/v1/sessions", Route("/v1/sessions", [this](Req req, Res res, Scope s) {
-                resources.CreateSession(req, res, *s);
+  server->Post("/v1/sessions", Route("/v1/sessions", [this](Req req, Res res, Scope s) {
+                 resources.CreateSession(req, res, *s);
+               }));
+  server->Get("/v1/sessions", Route("/v1/sessions", [this](Req, Res res, Scope s) {
+                resources.ListSessions(res, *s);
               }));
-  server.Get("/v1/sessions", Route("/v1/sessions", [this](Req, Res res, Scope s) {
-               resources.ListSessions(res, *s);
-             }));
-  server.Get("/v1/sessions/([^/]+)", Route("/v1/sessions/{id}", [this](Req req, Res res, Scope s) {
-               resources.GetSession(req.matches[1].str(), res, *s);
-             }));
-  server.Delete("/v1/sessions/([^/]+)",
-                Route("/v1/sessions/{id}", [this](Req req, Res res, Scope s) {
-                  resources.DeleteSession(req.matches[1].str(), res, *s);
-                }));
-  server.Get("/health", [this](Req, Res res) {
+  server->Get("/v1/sessions/([^/]+)", Route("/v1/sessions/{id}", [this](Req req, Res res, Scope s) {
+                resources.GetSession(req.matches[1].str(), res, *s);
+              }));
+  server->Delete("/v1/sessions/([^/]+)",
+                 Route("/v1/sessions/{id}", [this](Req req, Res res, Scope s) {
+                   resources.DeleteSession(req.matches[1].str(), res, *s);
+                 }));
+  server->Get("/health", [this](Req, Res res) {
     RequestScope scope(metrics, "/health", "");
     Health(res);
     scope.set_status(res.status);
   });
-  server.Get("/metrics", [this](Req, Res res) {
+  server->Get("/metrics", [this](Req, Res res) {
     res.set_content(metrics != nullptr ? metrics->Render() : std::string(),
                     "text/plain; version=0.0.4; charset=utf-8");
   });
-  server.set_error_handler(httplib::Server::HandlerWithResponse(
+  server->set_error_handler(httplib::Server::HandlerWithResponse(
       [this](const httplib::Request& req, httplib::Response& res) { return OnError(req, res); }));
-  server.set_exception_handler(
+  server->set_exception_handler(
       [this](const httplib::Request& req, httplib::Response& res, std::exception_ptr) {
         spdlog::error("{} {}: unexpected exception in a handler", req.method, req.path);
         RequestScope scope(metrics, RouteLabel(req.path), "");
@@ -198,17 +199,20 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Start(
     GatewayMetrics* metrics) {
   auto impl = std::make_unique<Impl>(options, pool, auth, metrics);
   Impl* p = impl.get();
+  absl::StatusOr<std::unique_ptr<httplib::Server>> http = MakeHttpServer(options.https);
+  if (!http.ok()) return http.status();
+  p->server = std::move(*http);
   p->Register();
   const size_t threads = static_cast<size_t>(options.http_threads);
-  p->server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-  p->server.set_payload_max_length(static_cast<size_t>(options.max_body_bytes));
-  p->server.set_tcp_nodelay(true);  // SSE chunks are small: no Nagle delay
-  p->server.set_keep_alive_max_count(kKeepAliveMaxCount);
-  p->server.set_keep_alive_timeout(kKeepAliveTimeoutS);
+  p->server->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  p->server->set_payload_max_length(static_cast<size_t>(options.max_body_bytes));
+  p->server->set_tcp_nodelay(true);  // SSE chunks are small: no Nagle delay
+  p->server->set_keep_alive_max_count(kKeepAliveMaxCount);
+  p->server->set_keep_alive_timeout(kKeepAliveTimeoutS);
   int bound = -1;
   if (options.port == 0) {
-    bound = p->server.bind_to_any_port(options.host);
-  } else if (p->server.bind_to_port(options.host, options.port)) {
+    bound = p->server->bind_to_any_port(options.host);
+  } else if (p->server->bind_to_port(options.host, options.port)) {
     bound = options.port;
   }
   if (bound <= 0) {
@@ -217,9 +221,9 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Start(
   }
   std::unique_ptr<GatewayServer> server(new GatewayServer(std::move(impl)));
   server->port_ = bound;
-  server->thread_ = std::thread([p] { p->server.listen_after_bind(); });
+  server->thread_ = std::thread([p] { p->server->listen_after_bind(); });
   // cpp-httplib 0.11 has no wait_until_ready(): poll is_running (bounded).
-  for (int i = 0; i < 2000 && !p->server.is_running(); ++i) {
+  for (int i = 0; i < 2000 && !p->server->is_running(); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   return server;
@@ -227,7 +231,7 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Start(
 
 void GatewayServer::Stop() {
   if (impl_ == nullptr) return;
-  impl_->server.stop();
+  impl_->server->stop();
   if (thread_.joinable()) thread_.join();
 }
 

@@ -1,6 +1,9 @@
 // The gateway's HTTP listener (cpp-httplib): registers the routes, authenticates callers, limits
 // request bodies, and answers every failure in OpenAI's error shape.
 //
+// Transport: plain HTTP, or HTTPS when the options carry credentials (every route below, /health
+// and /metrics included, is served on that one listener).
+//
 // Routes: POST /v1/completions, POST /v1/chat/completions, GET /v1/models, GET /v1/models/{id},
 // POST|GET /v1/sessions, GET|DELETE /v1/sessions/{id} (all behind the API key when the gateway
 // has keys), GET /health (200 while some backend is up, else 503) and GET /metrics (open).
@@ -24,6 +27,7 @@
 #include "server/auth.h"
 #include "server/gateway/backend_pool.h"
 #include "server/gateway/gateway_metrics.h"
+#include "server/gateway/gateway_tls.h"
 
 namespace funnel {
 
@@ -34,6 +38,7 @@ struct GatewayServerOptions {
   int32_t http_threads = 64;
   int32_t max_choices = 16;
   absl::Duration request_timeout = absl::InfiniteDuration();
+  std::optional<HttpsCredentials> https;  // set: HTTPS (optionally mutual TLS); else plain HTTP
 };
 
 // The key of an "Authorization: Bearer <key>" value ("bearer" in any case, spaces trimmed);
@@ -42,7 +47,8 @@ std::optional<std::string> BearerToken(const std::string& authorization);
 
 class GatewayServer {
  public:
-  // Binds and starts serving on threads of its own. UNAVAILABLE when the port cannot be bound.
+  // Binds and starts serving on threads of its own. UNAVAILABLE when the port cannot be bound;
+  // INVALID_ARGUMENT when OpenSSL refuses the HTTPS credentials.
   static absl::StatusOr<std::unique_ptr<GatewayServer>> Start(const GatewayServerOptions& options,
                                                               BackendPool* pool,
                                                               const ApiKeyAuth* auth,

@@ -2,12 +2,13 @@
 // HTTP server → wait for SIGTERM/SIGINT → stop accepting, let streams finish → exit 0.
 //
 // Exit status: 0 after a clean shutdown, 1 when the port cannot be bound, 2 for bad flags
-// (including an unusable --api-key-file).
+// (including an unusable --api-key-file and unreadable or invalid TLS files).
 #include <signal.h>
 
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,7 @@
 #include "server/gateway/gateway_config.h"
 #include "server/gateway/gateway_metrics.h"
 #include "server/gateway/gateway_server.h"
+#include "server/gateway/gateway_tls.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
 
@@ -34,6 +36,11 @@ std::string FirstKey(const std::string& path) {
     if (!key.empty() && key[0] != '#') return std::string(key);
   }
   return "";
+}
+
+const char* HttpScheme(const HttpsFiles& https) {
+  if (!https.enabled()) return "HTTP";
+  return https.client_ca_file.empty() ? "HTTPS" : "HTTPS with client certificates";
 }
 
 std::string HostPort(const std::string& host, int port) {
@@ -53,14 +60,21 @@ bool WritePortFile(const std::string& path, int port) {
   return std::rename(tmp.c_str(), path.c_str()) == 0;
 }
 
+int BadStartup(const absl::Status& status) {
+  std::fprintf(stderr, "funnel-gateway: %s\n", std::string(status.message()).c_str());
+  return 2;
+}
+
 int Serve(const GatewayConfig& config, const sigset_t& signals) {
   absl::StatusOr<ApiKeyAuth> auth = ApiKeyAuth();
   if (!config.api_key_file.empty()) auth = ApiKeyAuth::FromFile(config.api_key_file);
-  if (!auth.ok()) {
-    std::fprintf(stderr, "funnel-gateway: %s\n", std::string(auth.status().message()).c_str());
-    return 2;
-  }
+  if (!auth.ok()) return BadStartup(auth.status());
+  absl::StatusOr<std::optional<HttpsCredentials>> https = LoadHttpsCredentials(config.https);
+  if (!https.ok()) return BadStartup(https.status());
+  absl::StatusOr<std::optional<TlsOptions>> backend_tls = LoadBackendTls(config.backend_tls);
+  if (!backend_tls.ok()) return BadStartup(backend_tls.status());
   BackendPool::Options pool_options;
+  pool_options.tls = std::move(*backend_tls);
   pool_options.probe_interval = config.probe_interval;
   pool_options.max_backoff = config.max_probe_backoff;
   if (!config.api_key_file.empty()) pool_options.probe_api_key = FirstKey(config.api_key_file);
@@ -75,8 +89,10 @@ int Serve(const GatewayConfig& config, const sigset_t& signals) {
   options.http_threads = config.http_threads;
   options.max_choices = config.max_choices;
   options.request_timeout = config.request_timeout;
+  options.https = std::move(*https);
   auto server = GatewayServer::Start(options, &pool, &*auth, &metrics);
   if (!server.ok()) {
+    if (absl::IsInvalidArgument(server.status())) return BadStartup(server.status());
     spdlog::critical("{}", server.status().ToString());
     return 1;
   }
@@ -85,7 +101,9 @@ int Serve(const GatewayConfig& config, const sigset_t& signals) {
     return 1;
   }
   std::fprintf(stderr, "listening on %s\n", HostPort(config.host, (*server)->port()).c_str());
-  spdlog::info("serving the OpenAI API for {} backend(s): {}; auth {}", config.backends.size(),
+  spdlog::info("serving the OpenAI API over {} for {} backend(s) ({}): {}; auth {}",
+               HttpScheme(config.https), config.backends.size(),
+               config.backend_tls.enabled ? "gRPC over TLS" : "plaintext gRPC",
                absl::StrJoin(config.backends, ", "), auth->enabled() ? "on" : "off");
 
   int sig = 0;

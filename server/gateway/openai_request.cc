@@ -126,7 +126,9 @@ absl::Status CheckUnsupported(const Fields& f) {
   if (const Json* v = f.Find("echo"); v != nullptr && !(v->is_boolean() && !v->get<bool>())) {
     return Unsupported("echo", "echo");
   }
-  if (const Json* v = f.Find("suffix"); v != nullptr && !(v->is_string() && v->empty())) {
+  // (Json::empty() is false for every string, "" included: compare the string itself.)
+  if (const Json* v = f.Find("suffix");
+      v != nullptr && !(v->is_string() && v->get_ref<const std::string&>().empty())) {
     return Unsupported("suffix", "suffix");
   }
   if (const Json* v = f.Find("logit_bias"); v != nullptr && !(v->is_object() && v->empty())) {

@@ -53,11 +53,13 @@ UBUNTU_NOBLE_NAMES = {
     "libabsl20220623": "libabsl20220623t64",
     "libspdlog1.10": "libspdlog1.12",
     "libcpp-httplib0.11": "libcpp-httplib0.14t64",
+    "libssl3": "libssl3t64",
 }
 # Build packages of scripts/install-deps that an image build does not need (tests, VCS, Node,
 # Python).
 NOT_FOR_IMAGE_BUILD = {"git", "curl", "nodejs", "npm", "libgtest-dev", "libgmock-dev", "openssl",
-                       "zlib1g-dev"}  # test-only: TLS certificates, the PNG test decoder
+                       "zlib1g-dev",  # test-only: TLS certificates, the PNG test decoder
+                       "clang-14", "libclang-rt-14-dev"}  # test-only: the libFuzzer targets
 
 
 def read(path):

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <random>
 
 #include "kernels/cpu/norm_rope_act.h"
@@ -55,6 +56,40 @@ TEST(CudaElementwise, RopeMatchesCpuBothStyles) {
                   0);
         ASSERT_EQ(cuda::Synchronize(), 0);
         // Large positions amplify float differences in the angle: absolute 2e-3.
+        EXPECT_LE(ToleranceRatio(dx.ToHost(), ref, 2e-3, 1e-4), 1.0)
+            << "half " << half << " d " << head_dim << " rot " << rot_dim;
+      }
+    }
+  }
+}
+
+// Scaled RoPE (llama3-style frequencies, as RopeInverseFrequencies gives them): the same
+// per-pair frequencies on both sides, so only sin/cos rounding differs.
+TEST(CudaElementwise, RopeWithFrequenciesMatchesCpu) {
+  FUNNEL_SKIP_WITHOUT_GPU();
+  for (bool half : {false, true}) {
+    for (int64_t head_dim : {8, 96, 128}) {
+      for (int64_t rot_dim : {head_dim, head_dim / 2}) {
+        const int64_t tokens = 6, heads = 5;
+        std::vector<float> inv_freq(static_cast<size_t>(rot_dim / 2));
+        for (size_t i = 0; i < inv_freq.size(); ++i) {
+          const float base =
+              std::pow(500000.0f, -2.0f * static_cast<float>(i) / static_cast<float>(rot_dim));
+          inv_freq[i] = i >= inv_freq.size() / 2 ? base / 8.0f : base;  // long wavelengths / 8
+        }
+        auto x = Random(tokens * heads * head_dim, 9);
+        std::vector<int32_t> pos = {0, 3, 17, 4095, 8191, 131071};
+        std::vector<float> ref = x;
+        ApplyRopeWithFrequencies(ref.data(), pos.data(), tokens, heads, head_dim, rot_dim,
+                                 inv_freq.data(),
+                                 half ? RopeStyle::kHalfSplit : RopeStyle::kAdjacentPairs);
+        DeviceVector<float> dx(x), dfreq(inv_freq);
+        DeviceVector<int32_t> dpos(pos);
+        ASSERT_EQ(cuda::LaunchRopeWithFrequencies(dx.get(), dpos.get(), tokens, heads, head_dim,
+                                                  rot_dim, dfreq.get(), half, nullptr),
+                  0);
+        ASSERT_EQ(cuda::Synchronize(), 0);
+        // Angles up to ~1.3e5 rad: float sin/cos of the same float angle, absolute 2e-3.
         EXPECT_LE(ToleranceRatio(dx.ToHost(), ref, 2e-3, 1e-4), 1.0)
             << "half " << half << " d " << head_dim << " rot " << rot_dim;
       }

@@ -22,7 +22,9 @@ TEST(CudaGemm, MatchesCpuForF32AndBf16) {
   std::unique_ptr<cuda::Blas> blas(raw);
   std::mt19937 rng(3);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  struct Shape { int64_t rows, cols, tokens; };
+  struct Shape {
+    int64_t rows, cols, tokens;
+  };
   for (Shape s : {Shape{1, 8, 1}, Shape{67, 40, 3}, Shape{512, 2048, 17}, Shape{4096, 128, 64}}) {
     for (bool bf16 : {false, true}) {
       std::vector<float> w(s.rows * s.cols), x(s.tokens * s.cols);
@@ -50,12 +52,41 @@ TEST(CudaGemm, MatchesCpuForF32AndBf16) {
       for (int64_t t = 0; t < s.tokens; ++t) {
         for (int64_t r = 0; r < s.rows; ++r) {
           double mag = 0;
-          for (int64_t c = 0; c < s.cols; ++c) mag += std::fabs(w[r * s.cols + c] * x[t * s.cols + c]);
+          for (int64_t c = 0; c < s.cols; ++c)
+            mag += std::fabs(w[r * s.cols + c] * x[t * s.cols + c]);
           ASSERT_NEAR(y[t * s.rows + r], ref[t * s.rows + r], 1e-5 * mag + 1e-6)
               << s.rows << "x" << s.cols << "x" << s.tokens << " bf16 " << bf16;
         }
       }
     }
+  }
+}
+
+// y += w x: the residual adds of the CUDA runner, and the bias broadcast (cols = 1 with x = ones).
+TEST(CudaGemm, AccumulateAddsTheProductToY) {
+  FUNNEL_SKIP_WITHOUT_GPU();
+  cuda::Blas* raw = nullptr;
+  ASSERT_EQ(cuda::Blas::Create(nullptr, &raw), 0);
+  std::unique_ptr<cuda::Blas> blas(raw);
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  struct Shape {
+    int64_t rows, cols, tokens;
+  };
+  for (Shape s : {Shape{1, 1, 1}, Shape{67, 1, 5}, Shape{96, 40, 3}, Shape{512, 300, 17}}) {
+    std::vector<float> w(s.rows * s.cols), x(s.tokens * s.cols), y0(s.tokens * s.rows);
+    for (float& v : w) v = u(rng);
+    for (float& v : x) v = u(rng);
+    for (float& v : y0) v = 10.0f * u(rng);
+    std::vector<float> ref(y0.size());
+    MatMulReference(WeightMatrix{WeightType::kF32, w.data(), s.rows, s.cols}, x.data(), s.tokens,
+                    ref.data());
+    for (size_t i = 0; i < ref.size(); ++i) ref[i] += y0[i];
+    DeviceVector<float> dw(w), dx(x), dy(y0);
+    ASSERT_EQ(blas->MatMulF32Accumulate(dw.get(), dx.get(), s.rows, s.cols, s.tokens, dy.get()), 0);
+    ASSERT_EQ(cuda::Synchronize(), 0);
+    EXPECT_LE(testing::ToleranceRatio(dy.ToHost(), ref, 1e-5, 1e-5), 1.0)
+        << s.rows << "x" << s.cols << "x" << s.tokens;
   }
 }
 

@@ -93,6 +93,74 @@ TEST(CudaPagedAttention, DecodeMatchesCpu) {
   }
 }
 
+// Prefill as decode rows (the CUDA runner's prefill path): the n new tokens of one sequence are
+// rows sharing its block table (max_blocks_per_seq = 0), row i with kv_len = base + i + 1. Equals
+// the CPU's causal multi-query attention (PagedAttentionKvHead with n_q = n).
+TEST(CudaPagedAttention, SharedTableRowsMatchCausalPrefill) {
+  FUNNEL_SKIP_WITHOUT_GPU();
+  struct Prefill {
+    int32_t heads, kv_heads, head_dim, block_size, base, n, splits;
+  };
+  std::mt19937 rng(13);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (const Prefill& c : {Prefill{4, 4, 64, 16, 0, 1, 1}, Prefill{8, 2, 8, 5, 0, 37, 2},
+                           Prefill{8, 4, 64, 16, 45, 19, 3}, Prefill{16, 2, 128, 32, 1000, 70, 8},
+                           Prefill{8, 1, 256, 1, 3, 9, 1}}) {
+    PagedKvGeometry g{c.block_size, c.kv_heads, c.head_dim};
+    const int32_t len = c.base + c.n;
+    const int32_t blocks = (len + c.block_size - 1) / c.block_size;
+    std::vector<int32_t> table(static_cast<size_t>(blocks));
+    std::iota(table.begin(), table.end(), 0);
+    std::shuffle(table.begin(), table.end(), rng);
+    for (int32_t& b : table) b += 2;  // blocks 0 and 1 unused
+    std::vector<float> pool(static_cast<size_t>(blocks + 2) * g.BlockFloats());
+    for (float& x : pool) x = u(rng);
+    std::vector<float> q(static_cast<size_t>(c.n) * c.heads * c.head_dim);
+    for (float& x : q) x = u(rng) * 2.0f;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+    std::vector<float> ref(q.size());
+    PagedAttentionArgs a;
+    a.q = q.data();
+    a.out = ref.data();
+    a.n_q = c.n;
+    a.num_heads = c.heads;
+    a.pool = pool.data();
+    a.geometry = g;
+    a.block_table = table.data();
+    a.kv_len = len;
+    a.scale = scale;
+    AttentionScratch scratch;
+    for (int32_t h = 0; h < c.kv_heads; ++h) PagedAttentionKvHead(a, h, scratch);
+
+    std::vector<int32_t> lens(static_cast<size_t>(c.n));
+    for (int32_t i = 0; i < c.n; ++i) lens[static_cast<size_t>(i)] = c.base + i + 1;
+    DeviceVector<float> dq(q), dout(q.size()), dpool(pool);
+    DeviceVector<int32_t> dtable(table), dlens(lens);
+    cuda::PagedDecodeParams p;
+    p.q = dq.get();
+    p.out = dout.get();
+    p.num_seqs = c.n;
+    p.num_heads = c.heads;
+    p.num_kv_heads = c.kv_heads;
+    p.head_dim = c.head_dim;
+    p.pool = dpool.get();
+    p.block_size = c.block_size;
+    p.block_tables = dtable.get();
+    p.max_blocks_per_seq = 0;
+    p.kv_lens = dlens.get();
+    p.scale = scale;
+    p.num_splits = c.splits;
+    p.max_kv_len = len;
+    DeviceVector<float> ws(static_cast<size_t>(cuda::PagedDecodeWorkspaceFloats(p)));
+    p.workspace = ws.get();
+    ASSERT_EQ(cuda::LaunchPagedDecodeAttention(p, nullptr), 0);
+    ASSERT_EQ(cuda::Synchronize(), 0);
+    EXPECT_LE(ToleranceRatio(dout.ToHost(), ref, 2e-5, 1e-4), 1.0)
+        << c.n << " rows after " << c.base << ", " << c.heads << "/" << c.kv_heads << " heads, d "
+        << c.head_dim << ", block " << c.block_size;
+  }
+}
+
 TEST(CudaPagedAttention, RejectsUnsupportedShapes) {
   FUNNEL_SKIP_WITHOUT_GPU();
   cuda::PagedDecodeParams p;

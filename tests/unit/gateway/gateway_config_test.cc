@@ -1,5 +1,5 @@
-// funnel-gateway flag parsing: defaults, repeated and comma-separated backends, sizes and
-// errors that name their flag.
+// funnel-gateway flag parsing: defaults, repeated and comma-separated backends, sizes, the TLS
+// flags (HTTPS listener and TLS to the backends) and errors that name their flag.
 #include "server/gateway/gateway_config.h"
 
 #include <gtest/gtest.h>
@@ -85,6 +85,102 @@ TEST(GatewayConfig, ErrorsNameTheFlag) {
     ASSERT_FALSE(c.ok()) << flag;
     EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_NE(c.status().message().find(flag), std::string::npos) << c.status();
+  }
+}
+
+TEST(GatewayConfig, TlsIsOffByDefault) {
+  auto c = ParseGatewayFlags({"--backend", "a:1"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_FALSE(c->https.enabled());
+  EXPECT_TRUE(c->https.key_file.empty());
+  EXPECT_TRUE(c->https.client_ca_file.empty());
+  EXPECT_FALSE(c->backend_tls.enabled);
+}
+
+TEST(GatewayConfig, HttpsFlags) {
+  auto c = ParseGatewayFlags({"--backend", "a:1", "--tls-cert", "s.pem", "--tls-key=s.key"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->https.enabled());
+  EXPECT_EQ(c->https.cert_file, "s.pem");
+  EXPECT_EQ(c->https.key_file, "s.key");
+  EXPECT_EQ(c->https.client_ca_file, "");
+  EXPECT_FALSE(c->backend_tls.enabled);  // independent of the listener
+
+  c = ParseGatewayFlags({"--backend", "a:1", "--tls-cert", "s.pem", "--tls-key", "s.key",
+                         "--tls-client-ca", "c.pem"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->https.client_ca_file, "c.pem");
+}
+
+TEST(GatewayConfig, BackendTlsSwitchAloneUsesSystemRoots) {
+  // A switch takes no value: the next argument is a flag again.
+  auto c = ParseGatewayFlags({"--backend-tls", "--backend", "a:1"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->backend_tls.enabled);
+  EXPECT_EQ(c->backend_tls.ca_file, "");
+  EXPECT_EQ(c->backend_tls.cert_file, "");
+  EXPECT_EQ(c->backend_tls.server_name, "");
+  EXPECT_EQ(c->backends, std::vector<std::string>({"a:1"}));
+  EXPECT_FALSE(c->https.enabled());
+}
+
+TEST(GatewayConfig, EveryBackendTlsFlagTurnsItOn) {
+  const std::vector<std::string> each[] = {
+      {"--backend-tls-ca", "ca.pem"},
+      {"--backend-tls-cert", "c.pem", "--backend-tls-key", "c.key"},
+      {"--backend-tls-server-name", "backend.internal"},
+  };
+  for (const auto& flags : each) {
+    std::vector<std::string> args = {"--backend", "a:1"};
+    args.insert(args.end(), flags.begin(), flags.end());
+    auto c = ParseGatewayFlags(args);
+    ASSERT_TRUE(c.ok()) << c.status();
+    EXPECT_TRUE(c->backend_tls.enabled) << flags[0];
+  }
+  auto c = ParseGatewayFlags({"--backend", "a:1", "--backend-tls", "--backend-tls-ca", "ca.pem",
+                              "--backend-tls-cert", "c.pem", "--backend-tls-key", "c.key",
+                              "--backend-tls-server-name", "backend.internal"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->backend_tls.ca_file, "ca.pem");
+  EXPECT_EQ(c->backend_tls.cert_file, "c.pem");
+  EXPECT_EQ(c->backend_tls.key_file, "c.key");
+  EXPECT_EQ(c->backend_tls.server_name, "backend.internal");
+  EXPECT_FALSE(c->https.enabled());
+}
+
+TEST(GatewayConfig, BadTlsCombinationsNameTheFlag) {
+  const std::pair<std::vector<std::string>, std::string> cases[] = {
+      {{"--tls-cert", "s.pem"}, "--tls-key"},
+      {{"--tls-key", "s.key"}, "--tls-cert"},
+      {{"--tls-client-ca", "c.pem"}, "--tls-client-ca"},
+      {{"--tls-client-ca", "c.pem", "--tls-key", "s.key"}, "--tls-cert"},
+      {{"--tls-cert=", "--tls-key", "s.key"}, "--tls-cert"},
+      {{"--tls-cert", "s.pem", "--tls-key="}, "--tls-key"},
+      {{"--tls-cert", "s.pem", "--tls-key", "s.key", "--tls-client-ca="}, "--tls-client-ca"},
+      {{"--tls-cert", "a.pem", "--tls-cert", "b.pem", "--tls-key", "s.key"}, "--tls-cert"},
+      {{"--tls-cert"}, "--tls-cert"},
+      {{"--backend-tls-cert", "c.pem"}, "--backend-tls-key"},
+      {{"--backend-tls-key", "c.key"}, "--backend-tls-cert"},
+      {{"--backend-tls-ca="}, "--backend-tls-ca"},
+      {{"--backend-tls-server-name="}, "--backend-tls-server-name"},
+      {{"--backend-tls=true"}, "--backend-tls"},
+      {{"--backend-tls", "--backend-tls"}, "--backend-tls"},
+  };
+  for (const auto& [flags, flag] : cases) {
+    std::vector<std::string> args = {"--backend", "a:1"};
+    args.insert(args.end(), flags.begin(), flags.end());
+    auto c = ParseGatewayFlags(args);
+    ASSERT_FALSE(c.ok()) << flag;
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(c.status().message().find(flag), std::string::npos) << c.status();
+  }
+}
+
+TEST(GatewayConfig, UsageListsEveryTlsFlag) {
+  for (const char* flag :
+       {"--tls-cert", "--tls-key", "--tls-client-ca", "--backend-tls ", "--backend-tls-ca",
+        "--backend-tls-cert", "--backend-tls-key", "--backend-tls-server-name"}) {
+    EXPECT_NE(std::string(kGatewayUsage).find(flag), std::string::npos) << flag;
   }
 }
 

@@ -272,6 +272,15 @@ TEST(OpenAiRequest, HarmlessDefaultsOfUnsupportedFieldsAreAccepted) {
   EXPECT_TRUE(r.ok()) << r.status();
 }
 
+// Found by tests/fuzz/gateway_request_fuzzer's seeds: "suffix": "" was refused (nlohmann's
+// empty() is false for every string), although an empty suffix asks for nothing.
+TEST(OpenAiRequest, EmptySuffixIsAcceptedAndAnyOtherRefused) {
+  auto empty = Completion(R"({"model": "m", "prompt": "a", "suffix": ""})");
+  EXPECT_TRUE(empty.ok()) << empty.status();
+  EXPECT_EQ(ParamOfResult(Completion(R"({"model": "m", "prompt": "a", "suffix": "b"})")), "suffix");
+  EXPECT_EQ(ParamOfResult(Completion(R"({"model": "m", "prompt": "a", "suffix": 0})")), "suffix");
+}
+
 TEST(OpenAiRequest, SessionCreateBody) {
   auto r = ParseSessionCreateRequest(
       R"({"model": "m", "prompt": "A long document", "ttl_seconds": 60,

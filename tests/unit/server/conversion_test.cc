@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -407,6 +408,176 @@ TEST(ServerProtoConversionTest, TokenEventWithLogprobs) {
   EXPECT_EQ(d.text(), "");
   EXPECT_FALSE(d.has_logprob());
   EXPECT_EQ(d.top_logprobs_size(), 0);
+}
+
+// --- GenerateRequestFromProto / CreateSessionRequestFromProto --------------------------------
+
+struct EncoderFixture {
+  std::unique_ptr<Tokenizer> tokenizer = testing::MakeWordTokenizer(16);
+  PromptEncoder encoder{*tokenizer, ChatTemplate::FromName("plain", *tokenizer)};
+};
+
+v1::ChatMessages TwoMessages() {
+  v1::ChatMessages m;
+  v1::ChatMessage* sys = m.add_messages();
+  sys->set_role("system");
+  sys->set_content("Be brief.");
+  v1::ChatMessage* user = m.add_messages();
+  user->set_role("user");
+  user->set_content("Hi");
+  return m;
+}
+
+// The plain template applied directly: the reference for what the conversions feed.
+std::vector<int32_t> PlainChat(const Tokenizer& tok, const v1::ChatMessages& m, bool add_bos,
+                               bool generation) {
+  auto tmpl = ChatTemplate::FromName("plain", tok);
+  EXPECT_TRUE(tmpl.ok()) << tmpl.status();
+  ChatTemplateOptions options;
+  options.add_bos = add_bos;
+  options.add_generation_prompt = generation;
+  auto ids = tmpl->Apply(MessagesFromProto(m), options);
+  EXPECT_TRUE(ids.ok()) << ids.status();
+  return ids.ok() ? *ids : std::vector<int32_t>();
+}
+
+TEST(ServerProtoConversionTest, GenerateRequestCarriesIdsSamplingPolicyAndSession) {
+  EncoderFixture f;
+  v1::GenerateRequest proto;
+  proto.set_request_id("ignored-here");
+  proto.mutable_prompt_ids()->add_ids(5);
+  proto.mutable_prompt_ids()->add_ids(9);
+  proto.mutable_sampling()->set_max_tokens(7);
+  proto.mutable_sampling()->set_top_logprobs(3);
+  proto.mutable_kv_policy()->set_method(v1::KV_METHOD_SNAPKV);
+  proto.mutable_kv_policy()->set_budget(32);
+  proto.set_session_id("sess-1");
+  proto.set_session_mode(v1::SESSION_MODE_APPEND);
+  auto r = GenerateRequestFromProto(proto, f.encoder, PyramidDefault());
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->prompt, (std::vector<int32_t>{5, 9}));
+  EXPECT_EQ(r->sampling.max_tokens, 7);
+  EXPECT_EQ(r->top_logprobs, 3);
+  ASSERT_TRUE(r->kv_policy.has_value());
+  EXPECT_EQ(r->kv_policy->method, KvMethod::kSnapKv);
+  EXPECT_EQ(r->kv_policy->budget, 32);
+  EXPECT_EQ(r->session_id, "sess-1");
+  EXPECT_EQ(r->session_mode, SessionMode::kAppend);
+  // Left for the service: the call's id, owner and deadline.
+  EXPECT_EQ(r->request_id, "");
+  EXPECT_EQ(r->owner, "");
+  EXPECT_EQ(r->deadline, absl::InfiniteFuture());
+}
+
+TEST(ServerProtoConversionTest, GenerateMessagesOpenTheAssistantTurnAndSessionsSkipBos) {
+  EncoderFixture f;
+  v1::GenerateRequest proto;
+  *proto.mutable_messages() = TwoMessages();
+  auto fresh = GenerateRequestFromProto(proto, f.encoder, PyramidDefault());
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  EXPECT_EQ(fresh->prompt, PlainChat(*f.tokenizer, proto.messages(), true, true));
+  EXPECT_FALSE(fresh->kv_policy.has_value());
+  proto.set_session_id("sess-1");  // a continuation: no BOS
+  auto cont = GenerateRequestFromProto(proto, f.encoder, PyramidDefault());
+  ASSERT_TRUE(cont.ok()) << cont.status();
+  EXPECT_EQ(cont->prompt, PlainChat(*f.tokenizer, proto.messages(), false, true));
+  EXPECT_NE(cont->prompt, fresh->prompt);
+}
+
+TEST(ServerProtoConversionTest, BadGenerateRequestsAreInvalidArgument) {
+  EncoderFixture f;
+  struct Case {
+    void (*set)(v1::GenerateRequest&);
+    const char* message;
+  };
+  const Case cases[] = {
+      {[](v1::GenerateRequest&) {}, "one of prompt, prompt_ids or messages is required"},
+      // chat_template is checked before the input, which is empty here as well.
+      {[](v1::GenerateRequest& r) {
+         r.mutable_prompt_ids();
+         r.set_chat_template("chatml");
+       },
+       "chat_template applies to messages only"},
+      {[](v1::GenerateRequest& r) { r.mutable_prompt_ids()->add_ids(16); }, "outside the vocab"},
+      {[](v1::GenerateRequest& r) {
+         r.mutable_prompt_ids()->add_ids(3);
+         r.mutable_sampling()->set_top_logprobs(21);
+       },
+       "top_logprobs"},
+      {[](v1::GenerateRequest& r) {
+         r.mutable_prompt_ids()->add_ids(3);
+         r.mutable_kv_policy()->set_budget(-1);
+       },
+       "kv_policy.budget"},
+      {[](v1::GenerateRequest& r) {
+         r.mutable_prompt_ids()->add_ids(3);
+         r.set_session_mode(v1::SESSION_MODE_APPEND);
+       },
+       "APPEND needs a session_id"},
+      {[](v1::GenerateRequest& r) {
+         r.mutable_prompt_ids()->add_ids(3);
+         r.set_session_id("s");
+         r.set_session_mode(static_cast<v1::SessionMode>(7));
+       },
+       "session_mode: unknown value"},
+  };
+  for (const Case& c : cases) {
+    v1::GenerateRequest proto;
+    c.set(proto);
+    auto r = GenerateRequestFromProto(proto, f.encoder, PyramidDefault());
+    ASSERT_FALSE(r.ok()) << c.message;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << c.message;
+    EXPECT_NE(r.status().message().find(c.message), absl::string_view::npos) << r.status();
+  }
+}
+
+// Found by tests/fuzz/grpc_request_fuzzer: llama2 renders a system message only in front of a
+// user message, so a continuation (no BOS) of system messages alone was accepted as an empty
+// prompt; it is refused like an empty text prompt now.
+TEST(ServerProtoConversionTest, MessagesThatRenderToNothingAreInvalidArgument) {
+  EncoderFixture f;
+  v1::GenerateRequest proto;
+  v1::ChatMessage* sys = proto.mutable_messages()->add_messages();
+  sys->set_role("system");
+  sys->set_content("Be brief.");
+  proto.set_chat_template("llama2");
+  proto.set_session_id("sess-1");
+  auto r = GenerateRequestFromProto(proto, f.encoder, PyramidDefault());
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("empty prompt"), absl::string_view::npos) << r.status();
+  proto.clear_session_id();  // with BOS the prompt is not empty
+  auto fresh = GenerateRequestFromProto(proto, f.encoder, PyramidDefault());
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  EXPECT_EQ(fresh->prompt, std::vector<int32_t>{f.tokenizer->bos_id()});
+}
+
+TEST(ServerProtoConversionTest, CreateSessionRequestContextPolicyAndTtl) {
+  EncoderFixture f;
+  v1::CreateSessionRequest proto;
+  *proto.mutable_messages() = TwoMessages();
+  proto.set_ttl_seconds(90);
+  proto.mutable_kv_policy()->set_method(v1::KV_METHOD_FULL);
+  auto r = CreateSessionRequestFromProto(proto, f.encoder, PyramidDefault());
+  ASSERT_TRUE(r.ok()) << r.status();
+  // A session context is the conversation so far: BOS, no assistant opening.
+  EXPECT_EQ(r->context, PlainChat(*f.tokenizer, proto.messages(), true, false));
+  EXPECT_EQ(r->ttl, absl::Seconds(90));
+  ASSERT_TRUE(r->kv_policy.has_value());
+  EXPECT_EQ(r->kv_policy->method, KvMethod::kFull);
+  EXPECT_EQ(r->owner, "");
+
+  proto.set_ttl_seconds(-1);
+  auto negative = CreateSessionRequestFromProto(proto, f.encoder, PyramidDefault());
+  ASSERT_FALSE(negative.ok());
+  EXPECT_EQ(negative.status().message(), "ttl_seconds must be >= 0");
+
+  v1::CreateSessionRequest ids;
+  ids.mutable_prompt_ids()->add_ids(4);
+  ids.set_chat_template("llama3");
+  auto templ = CreateSessionRequestFromProto(ids, f.encoder, PyramidDefault());
+  ASSERT_FALSE(templ.ok());
+  EXPECT_EQ(templ.status().message(), "chat_template applies to messages only");
 }
 
 }  // namespace

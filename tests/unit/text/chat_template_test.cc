@@ -263,6 +263,36 @@ TEST(ChatTemplateTest, ContinuationHasNoBosAndNoSpacePrefix) {
   EXPECT_THAT(*no_gen, ElementsAreArray(Text(*tok, "User: Go on\n")));
 }
 
+// Found by tests/fuzz/gguf_fuzzer (a GGUF whose bos_token_id is its <unk>): every unknown
+// character of the content encoded to unk, which is protected there (it is BOS), and breaking
+// up its piece "<unk>" gave more unknown characters, recursing 2^64 times. Unk is never split
+// now, and a protected unk is dropped instead of emitted (it would inject BOS).
+TEST(ChatTemplateTest, ProtectedUnkIsDroppedNotSplit) {
+  Vocabulary v;
+  v.tokens = {"<unk>", "</s>", "\xE2\x96\x81"};
+  v.types = {TokenType::kUserDefined, TokenType::kControl, TokenType::kNormal};
+  for (char c = 0x21; c < 0x7F; ++c) {  // ASCII only: no byte fallback, "é" is unknown
+    v.tokens.push_back(std::string(1, c));
+    v.types.push_back(TokenType::kNormal);
+  }
+  v.bos_id = 0;
+  v.unk_id = 0;
+  v.eos_id = 1;
+  auto tok = Tokenizer::FromVocab(v);
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  const std::string text = "User: ab\xC3\xA9\xC3\xA9<unk>c\nAssistant:";
+  std::vector<int32_t> expected = Text(**tok, text, /*prefix=*/true);
+  ASSERT_THAT(expected, Contains(0));  // what Encode alone does: unk (= BOS) for "é"
+  expected.erase(std::remove(expected.begin(), expected.end(), 0), expected.end());
+  expected.insert(expected.begin(), 0);  // the template's own BOS
+
+  ChatTemplate t(ChatTemplateKind::kPlain, **tok);
+  std::vector<ChatMessage> msgs = {{"user", "ab\xC3\xA9\xC3\xA9<unk>c"}};
+  auto ids = t.Apply(msgs);
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_THAT(*ids, ElementsAreArray(expected));
+}
+
 TEST(ChatTemplateTest, RejectsBadMessages) {
   auto tok = MarkerVocab({}, TokenType::kControl);
   ChatTemplate t(ChatTemplateKind::kChatMl, *tok);

@@ -1,0 +1,755 @@
+#include "runtime/exec/cuda_model_runner.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "kernels/cpu/convert.h"
+#include "kernels/cuda/device.h"
+#include "kernels/cuda/elementwise.h"
+#include "kernels/cuda/gemm.h"
+#include "kernels/cuda/kv_compress.h"
+#include "kernels/cuda/paged_attention.h"
+#include "kernels/cuda/prefill_attention.h"
+#include "runtime/exec/kv_selection.h"
+#include "runtime/util/status_macros.h"
+
+namespace funnel {
+namespace {
+
+// Decode-attention limits of kernels/cuda/paged_attention.cu (the prefill kernel's are wider).
+constexpr int32_t kMaxGroup = 8;
+constexpr int32_t kMaxHeadDim = 256;
+static_assert(cuda::kMaxPrefillGroup >= kMaxGroup);
+// Entries per attention split at least, and the most splits per (row, KV head).
+constexpr int64_t kMinSplitEntries = 128;
+constexpr int64_t kMaxSplits = 64;
+
+absl::Status CudaStatus(int code, const char* call) {
+  if (code == 0) return absl::OkStatus();
+  const auto e = static_cast<cudaError_t>(code);
+  return absl::InternalError(absl::StrCat(call, " failed: CUDA error ", code, " ",
+                                          cudaGetErrorName(e), " (", cudaGetErrorString(e), ")"));
+}
+
+absl::Status BlasStatus(int code, const char* call) {
+  if (code == 0) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat(call, " failed: cuBLAS status ", code));
+}
+
+#define CUDA_TRY(expr) RETURN_IF_ERROR(CudaStatus(static_cast<int>(expr), #expr))
+#define BLAS_TRY(expr) RETURN_IF_ERROR(BlasStatus((expr), #expr))
+
+template <typename T>
+size_t Bytes(int64_t n) {
+  return static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(T);
+}
+
+}  // namespace
+
+// ---- Buffer ---------------------------------------------------------------------------------
+
+CudaModelRunner::Buffer::~Buffer() {
+  if (ptr_ != nullptr) cudaFree(ptr_);
+}
+
+CudaModelRunner::Buffer::Buffer(Buffer&& other) noexcept : ptr_(other.ptr_), bytes_(other.bytes_) {
+  other.ptr_ = nullptr;
+  other.bytes_ = 0;
+}
+
+absl::Status CudaModelRunner::Buffer::Reserve(size_t bytes, const char* what) {
+  if (bytes <= bytes_) return absl::OkStatus();
+  const size_t grown = std::max(bytes, bytes_ + bytes_ / 2);  // geometric: regrowth stays rare
+  if (ptr_ != nullptr) cudaFree(ptr_);
+  ptr_ = nullptr;
+  bytes_ = 0;
+  const cudaError_t e = cudaMalloc(&ptr_, grown);
+  if (e != cudaSuccess) {
+    ptr_ = nullptr;
+    return absl::InternalError(absl::StrCat("cudaMalloc of ", grown, " bytes for ", what,
+                                            " failed: ", cudaGetErrorString(e)));
+  }
+  bytes_ = grown;
+  return absl::OkStatus();
+}
+
+// ---- Setup ----------------------------------------------------------------------------------
+
+absl::StatusOr<std::unique_ptr<CudaModelRunner>> CudaModelRunner::Create(
+    const ModelWeights& weights, const RunnerOptions& options) {
+  RETURN_IF_ERROR(options.Validate());
+  const ModelConfig& c = weights.config();
+  if (c.num_heads / c.num_kv_heads > kMaxGroup || c.head_dim > kMaxHeadDim) {
+    return absl::UnimplementedError(absl::StrFormat(
+        "the CUDA backend supports up to %d query heads per KV head and head_dim up to %d; this "
+        "model has %d and %d",
+        kMaxGroup, kMaxHeadDim, c.num_heads / c.num_kv_heads, c.head_dim));
+  }
+  int count = 0;
+  if (const int e = cuda::DeviceCount(&count); e != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("no usable CUDA device: cudaGetDeviceCount failed with error ", e, " (",
+                     cuda::ErrorString(e), ")"));
+  }
+  if (count == 0) return absl::FailedPreconditionError("no usable CUDA device: none found");
+  const PagedKvGeometry g{options.block_size, c.num_kv_heads, c.head_dim};
+  const int64_t block_bytes = g.BlockFloats() * int64_t{sizeof(float)};
+  const int64_t num_blocks = options.kv_cache_bytes / block_bytes;
+  if (num_blocks < 1 || num_blocks > INT32_MAX) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("KV cache of %d bytes holds %d blocks of %d bytes; need at least one",
+                        options.kv_cache_bytes, num_blocks, block_bytes));
+  }
+  std::unique_ptr<CudaModelRunner> runner(
+      new CudaModelRunner(weights, options, static_cast<int32_t>(num_blocks)));
+  RETURN_IF_ERROR(runner->Init());
+  return runner;
+}
+
+CudaModelRunner::CudaModelRunner(const ModelWeights& weights, const RunnerOptions& options,
+                                 int32_t num_blocks)
+    : weights_(weights),
+      options_(options),
+      geometry_{options.block_size, weights.config().num_kv_heads, weights.config().head_dim},
+      pool_(num_blocks) {}
+
+CudaModelRunner::~CudaModelRunner() {
+  if (stream_ != nullptr) cudaStreamSynchronize(static_cast<cudaStream_t>(stream_));
+  blas_.reset();
+  if (stream_ != nullptr) cudaStreamDestroy(static_cast<cudaStream_t>(stream_));
+}
+
+absl::Status CudaModelRunner::Init() {
+  CUDA_TRY(cudaSetDevice(0));
+  CUDA_TRY(cudaDeviceGetAttribute(&num_sms_, cudaDevAttrMultiProcessorCount, 0));
+  cudaStream_t stream = nullptr;
+  CUDA_TRY(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  stream_ = stream;
+  cuda::Blas* blas = nullptr;
+  BLAS_TRY(cuda::Blas::Create(stream_, &blas));
+  blas_.reset(blas);
+  RETURN_IF_ERROR(UploadWeights());
+  RETURN_IF_ERROR(
+      kv_pool_.Reserve(Bytes<float>(pool_.num_blocks() * geometry_.BlockFloats()), "the KV pool"));
+  CUDA_TRY(cudaStreamSynchronize(static_cast<cudaStream_t>(stream_)));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<const float*> CudaModelRunner::UploadVector(const std::vector<float>& v) {
+  if (v.empty()) return nullptr;
+  Buffer b;
+  RETURN_IF_ERROR(b.Reserve(Bytes<float>(static_cast<int64_t>(v.size())), "a weight vector"));
+  // Stream-ordered; the pageable source is staged before the call returns.
+  CUDA_TRY(cudaMemcpyAsync(b.as<float>(), v.data(), v.size() * sizeof(float),
+                           cudaMemcpyHostToDevice, static_cast<cudaStream_t>(stream_)));
+  weight_buffers_.push_back(std::move(b));
+  return weight_buffers_.back().as<float>();
+}
+
+// fp32 on the device; other types are converted row by row on the host (kernels/cpu/convert.h).
+absl::StatusOr<const float*> CudaModelRunner::UploadMatrix(const WeightMatrix& m) {
+  std::vector<float> host(static_cast<size_t>(m.rows * m.cols));
+  for (int64_t r = 0; r < m.rows; ++r) {
+    DequantizeRow(m.type, m.Row(r), host.data() + r * m.cols, m.cols);
+  }
+  return UploadVector(host);
+}
+
+absl::Status CudaModelRunner::UploadWeights() {
+  const ModelConfig& c = weights_.config();
+  // Device pointers stay valid as weight_buffers_ grows (a moved Buffer keeps its allocation).
+  ASSIGN_OR_RETURN(embedding_, UploadMatrix(weights_.token_embedding()));
+  const bool tied = weights_.output().data == weights_.token_embedding().data &&
+                    weights_.output().type == weights_.token_embedding().type;
+  if (tied) {
+    output_ = embedding_;
+  } else {
+    ASSIGN_OR_RETURN(output_, UploadMatrix(weights_.output()));
+  }
+  ASSIGN_OR_RETURN(output_norm_, UploadVector(weights_.output_norm()));
+  ASSIGN_OR_RETURN(inv_freq_, UploadVector(weights_.rope_inv_freq()));
+  for (int32_t l = 0; l < c.num_layers; ++l) {
+    const LayerWeights& w = weights_.layer(l);
+    LayerPointers p{};
+    ASSIGN_OR_RETURN(p.attn_norm, UploadVector(w.attn_norm));
+    ASSIGN_OR_RETURN(p.wq, UploadMatrix(w.wq));
+    ASSIGN_OR_RETURN(p.wk, UploadMatrix(w.wk));
+    ASSIGN_OR_RETURN(p.wv, UploadMatrix(w.wv));
+    ASSIGN_OR_RETURN(p.wo, UploadMatrix(w.wo));
+    ASSIGN_OR_RETURN(p.bq, UploadVector(w.bq));
+    ASSIGN_OR_RETURN(p.bk, UploadVector(w.bk));
+    ASSIGN_OR_RETURN(p.bv, UploadVector(w.bv));
+    ASSIGN_OR_RETURN(p.ffn_norm, UploadVector(w.ffn_norm));
+    ASSIGN_OR_RETURN(p.w_gate, UploadMatrix(w.w_gate));
+    ASSIGN_OR_RETURN(p.w_up, UploadMatrix(w.w_up));
+    ASSIGN_OR_RETURN(p.w_down, UploadMatrix(w.w_down));
+    layers_.push_back(p);
+  }
+  return absl::OkStatus();
+}
+
+SequenceKv CudaModelRunner::NewSequence() const {
+  return SequenceKv(weights_.config().num_layers, options_.block_size);
+}
+
+absl::Status CudaModelRunner::Fault(absl::Status status) {
+  if (fault_.ok() && !status.ok()) fault_ = status;
+  return status;
+}
+
+absl::Status CudaModelRunner::CopyBlock(BlockId from, BlockId to) {
+  const int64_t bf = geometry_.BlockFloats();
+  float* pool = kv_pool_.as<float>();
+  CUDA_TRY(cudaMemcpyAsync(pool + to * bf, pool + from * bf, Bytes<float>(bf),
+                           cudaMemcpyDeviceToDevice, static_cast<cudaStream_t>(stream_)));
+  return absl::OkStatus();
+}
+
+// ---- Step -----------------------------------------------------------------------------------
+
+absl::Status CudaModelRunner::CheckSupported(std::span<const StepSequence> batch,
+                                             const StepKvPlan& plan) const {
+  for (size_t s = 0; s < batch.size(); ++s) {
+    if (plan.compressing(s) && batch[s].policy->method == KvMethod::kH2o) {
+      // TODO(funnel): h2o needs a causal attention column-sum kernel. #9
+      return absl::UnimplementedError(
+          "h2o compression is not implemented on the CUDA backend yet (use --device cpu, or "
+          "another KV method)");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaModelRunner::Step(std::span<const StepSequence> batch,
+                                   std::vector<float>& logits) {
+  logits.clear();
+  if (!fault_.ok()) return fault_;
+  if (batch.empty()) return absl::OkStatus();
+  RETURN_IF_ERROR(ValidateStepBatch(batch, weights_.config(), options_.block_size));
+  ASSIGN_OR_RETURN(StepKvPlan plan, PlanStep(batch, weights_.config().num_layers));
+  RETURN_IF_ERROR(CheckSupported(batch, plan));
+  plan_ = std::move(plan);
+  absl::Status reserved = ReserveStepKv(
+      batch, plan_, pool_, [this](BlockId from, BlockId to) { return CopyBlock(from, to); });
+  if (reserved.code() == absl::StatusCode::kInternal) return Fault(reserved);
+  RETURN_IF_ERROR(reserved);
+  return Fault(RunStep(batch, logits));
+}
+
+absl::Status CudaModelRunner::RunStep(std::span<const StepSequence> batch,
+                                      std::vector<float>& logits) {
+  const ModelConfig& c = weights_.config();
+  LayoutRows(batch);
+  BuildStepInputs(batch);
+  RETURN_IF_ERROR(ReserveScratch(batch));
+  auto stream = static_cast<cudaStream_t>(stream_);
+  CUDA_TRY(cudaMemcpyAsync(step_i32_.as<int32_t>(), host_i32_.data(),
+                           host_i32_.size() * sizeof(int32_t), cudaMemcpyHostToDevice, stream));
+  CUDA_TRY(cudaMemcpyAsync(step_slots_.as<int64_t>(), host_slots_.data(),
+                           host_slots_.size() * sizeof(int64_t), cudaMemcpyHostToDevice, stream));
+  CUDA_TRY(cuda::LaunchEmbeddingGather(embedding_, device_i32(ids_at_), x_.as<float>(), num_rows_,
+                                       c.dim, stream_));
+  for (int32_t l = 0; l < c.num_layers; ++l) RETURN_IF_ERROR(RunLayer(l, batch));
+  for (const StepSequence& seq : batch) {
+    seq.kv->set_num_positions(seq.kv->num_positions() + static_cast<int64_t>(seq.tokens.size()));
+  }
+  return ComputeLogits(logits);
+}
+
+void CudaModelRunner::LayoutRows(std::span<const StepSequence> batch) {
+  groups_.assign(batch.size(), RowGroup::kDecode);
+  for (size_t s = 0; s < batch.size(); ++s) {
+    if (plan_.compressing(s)) {
+      groups_[s] = RowGroup::kCompress;
+    } else if (batch[s].tokens.size() > 1) {
+      groups_[s] = RowGroup::kPrefill;
+    }
+  }
+  order_.clear();
+  for (RowGroup g : {RowGroup::kDecode, RowGroup::kPrefill, RowGroup::kCompress}) {
+    for (size_t s = 0; s < batch.size(); ++s) {
+      if (groups_[s] == g) order_.push_back(s);
+    }
+  }
+  row_begin_.assign(batch.size(), 0);
+  ws_offsets_.assign(batch.size(), 0);
+  const int64_t kv_dim = geometry_.num_kv_heads * geometry_.head_dim;
+  int64_t row = 0, ws = 0;
+  num_decode_rows_ = num_pool_rows_ = 0;
+  for (size_t s : order_) {
+    row_begin_[s] = row;
+    row += NewRows(s, batch);
+    if (groups_[s] == RowGroup::kDecode) num_decode_rows_ = row;
+    if (groups_[s] != RowGroup::kCompress) num_pool_rows_ = row;
+    if (groups_[s] == RowGroup::kCompress) {
+      ws_offsets_[s] = ws;
+      ws += 2 * plan_.budgets[s].prompt_tokens * kv_dim;
+    }
+  }
+  num_rows_ = row;
+}
+
+// Fills host_i32_ and host_slots_ (layout: see the header).
+void CudaModelRunner::BuildStepInputs(std::span<const StepSequence> batch) {
+  const int32_t layers = weights_.config().num_layers;
+  const int64_t bs = options_.block_size;
+  host_i32_.assign(static_cast<size_t>(2 * num_rows_), 0);
+  host_slots_.assign(static_cast<size_t>(layers * num_rows_), 0);
+  ids_at_ = 0;
+  positions_at_ = num_rows_;
+  for (size_t s = 0; s < batch.size(); ++s) {
+    for (int64_t i = 0; i < NewRows(s, batch); ++i) {
+      const size_t r = static_cast<size_t>(row_begin_[s] + i);
+      host_i32_[r] = batch[s].tokens[static_cast<size_t>(i)];
+      host_i32_[static_cast<size_t>(num_rows_) + r] =
+          static_cast<int32_t>(batch[s].kv->num_positions() + i);
+    }
+  }
+  logit_rows_at_ = static_cast<int64_t>(host_i32_.size());
+  for (size_t s = 0; s < batch.size(); ++s) {  // batch order, as `logits` wants them
+    const int64_t end = row_begin_[s] + NewRows(s, batch);
+    for (int64_t r = batch[s].all_logits ? row_begin_[s] : end - 1; r < end; ++r) {
+      host_i32_.push_back(static_cast<int32_t>(r));
+    }
+  }
+  num_logit_rows_ = static_cast<int64_t>(host_i32_.size()) - logit_rows_at_;
+  zero_at_ = static_cast<int64_t>(host_i32_.size());
+  host_i32_.push_back(0);
+  kv_lens_at_ = static_cast<int64_t>(host_i32_.size());
+  host_i32_.resize(host_i32_.size() + static_cast<size_t>(layers * num_rows_), 0);
+  for (int32_t l = 0; l < layers; ++l) {
+    for (size_t s = 0; s < batch.size(); ++s) {
+      std::span<const BlockId> table = batch[s].kv->block_table(l);
+      const int64_t base = plan_.base_length(s, l);
+      for (int64_t i = 0; i < NewRows(s, batch); ++i) {
+        const int64_t r = row_begin_[s] + i, e = base + i;
+        host_i32_[static_cast<size_t>(kv_lens_at_ + l * num_rows_ + r)] =
+            static_cast<int32_t>(e + 1);
+        host_slots_[static_cast<size_t>(l * num_rows_ + r)] =
+            groups_[s] == RowGroup::kCompress
+                ? e  // the workspace is one block of prompt_tokens entries
+                : int64_t{table[static_cast<size_t>(e / bs)]} * bs + e % bs;
+      }
+    }
+    AppendTables(batch, l);
+  }
+}
+
+// The decode sequences' tables of `layer`, padded to one stride, then every other sequence's.
+void CudaModelRunner::AppendTables(std::span<const StepSequence> batch, int32_t layer) {
+  const size_t seqs = batch.size();
+  if (layer == 0) {
+    decode_table_at_.assign(static_cast<size_t>(weights_.config().num_layers), 0);
+    decode_stride_.assign(decode_table_at_.size(), 0);
+    seq_table_at_.assign(decode_table_at_.size() * seqs, 0);
+    seq_prefill_at_.assign(decode_table_at_.size() * seqs, 0);
+  }
+  int32_t stride = 0;
+  for (size_t s : order_) {
+    if (groups_[s] != RowGroup::kDecode) continue;
+    stride = std::max(stride, static_cast<int32_t>(batch[s].kv->block_table(layer).size()));
+  }
+  decode_table_at_[static_cast<size_t>(layer)] = static_cast<int64_t>(host_i32_.size());
+  decode_stride_[static_cast<size_t>(layer)] = stride;
+  for (size_t s : order_) {
+    if (groups_[s] != RowGroup::kDecode) continue;
+    std::span<const BlockId> table = batch[s].kv->block_table(layer);
+    host_i32_.insert(host_i32_.end(), table.begin(), table.end());
+    host_i32_.resize(host_i32_.size() + static_cast<size_t>(stride) - table.size(), 0);
+  }
+  for (size_t s : order_) {
+    if (groups_[s] == RowGroup::kDecode) continue;
+    std::span<const BlockId> table = batch[s].kv->block_table(layer);
+    seq_table_at_[static_cast<size_t>(layer) * seqs + s] = static_cast<int64_t>(host_i32_.size());
+    host_i32_.insert(host_i32_.end(), table.begin(), table.end());
+    seq_prefill_at_[static_cast<size_t>(layer) * seqs + s] = static_cast<int64_t>(host_i32_.size());
+    const int64_t rows = NewRows(s, batch);
+    host_i32_.push_back(0);
+    host_i32_.push_back(static_cast<int32_t>(rows));
+    host_i32_.push_back(static_cast<int32_t>(plan_.base_length(s, layer) + rows));
+  }
+}
+
+absl::Status CudaModelRunner::ReserveScratch(std::span<const StepSequence> batch) {
+  const ModelConfig& c = weights_.config();
+  const int64_t n = num_rows_, q_dim = int64_t{c.num_heads} * c.head_dim;
+  const int64_t kv_dim = int64_t{c.num_kv_heads} * c.head_dim;
+  RETURN_IF_ERROR(
+      step_i32_.Reserve(Bytes<int32_t>(static_cast<int64_t>(host_i32_.size())), "step inputs"));
+  RETURN_IF_ERROR(
+      step_slots_.Reserve(Bytes<int64_t>(static_cast<int64_t>(host_slots_.size())), "step slots"));
+  RETURN_IF_ERROR(x_.Reserve(Bytes<float>(n * c.dim), "activations"));
+  RETURN_IF_ERROR(xn_.Reserve(Bytes<float>(n * std::max<int64_t>(c.dim, q_dim)), "activations"));
+  RETURN_IF_ERROR(q_.Reserve(Bytes<float>(n * q_dim), "queries"));
+  RETURN_IF_ERROR(k_.Reserve(Bytes<float>(n * kv_dim), "keys"));
+  RETURN_IF_ERROR(v_.Reserve(Bytes<float>(n * kv_dim), "values"));
+  RETURN_IF_ERROR(attn_.Reserve(Bytes<float>(n * q_dim), "attention output"));
+  RETURN_IF_ERROR(gate_.Reserve(Bytes<float>(n * c.ffn_dim), "FFN gate"));
+  RETURN_IF_ERROR(up_.Reserve(Bytes<float>(n * c.ffn_dim), "FFN up"));
+  RETURN_IF_ERROR(logits_.Reserve(Bytes<float>(num_logit_rows_ * c.vocab_size), "logits"));
+  // SplitCount keeps rows * splits below rows + 4 * num_sms_ for any launch of this step.
+  RETURN_IF_ERROR(
+      attn_ws_.Reserve(Bytes<float>((n + 4 * int64_t{num_sms_}) * c.num_heads * (c.head_dim + 2)),
+                       "attention workspace"));
+  if (c.attention_bias && ones_rows_ < n) {
+    RETURN_IF_ERROR(ones_.Reserve(Bytes<float>(n), "bias ones"));
+    const std::vector<float> ones(static_cast<size_t>(n), 1.0f);
+    CUDA_TRY(cudaMemcpyAsync(ones_.as<float>(), ones.data(), Bytes<float>(n),
+                             cudaMemcpyHostToDevice, static_cast<cudaStream_t>(stream_)));
+    ones_rows_ = n;
+  }
+  int64_t ws = 0, most_prefix = 0, most_prompt = 0;
+  for (size_t s = 0; s < batch.size(); ++s) {
+    if (groups_[s] != RowGroup::kCompress) continue;
+    const LayerBudgets& b = plan_.budgets[s];
+    ws = std::max(ws, ws_offsets_[s] + 2 * b.prompt_tokens * kv_dim);
+    most_prefix = std::max(most_prefix, b.prompt_tokens - b.window);
+    most_prompt = std::max(most_prompt, b.prompt_tokens);
+  }
+  if (ws == 0) return absl::OkStatus();
+  RETURN_IF_ERROR(compress_ws_.Reserve(Bytes<float>(ws), "compression workspace"));
+  RETURN_IF_ERROR(scores_.Reserve(Bytes<float>(most_prefix * c.num_heads), "window scores"));
+  RETURN_IF_ERROR(pooled_.Reserve(Bytes<float>(most_prefix * c.num_kv_heads), "pooled scores"));
+  return kept_.Reserve(Bytes<int32_t>(most_prompt * c.num_kv_heads), "kept indices");
+}
+
+// ---- One layer --------------------------------------------------------------------------------
+
+absl::Status CudaModelRunner::RunLayer(int32_t layer, std::span<const StepSequence> batch) {
+  const ModelConfig& c = weights_.config();
+  const LayerPointers& w = layers_[static_cast<size_t>(layer)];
+  const int64_t n = num_rows_, dim = c.dim;
+  const int64_t q_dim = int64_t{c.num_heads} * c.head_dim;
+  const int64_t kv_dim = int64_t{c.num_kv_heads} * c.head_dim;
+  const bool half = c.rope_style == RopeStyle::kHalfSplit;
+  float* x = x_.as<float>();
+  float* xn = xn_.as<float>();
+  CUDA_TRY(cuda::LaunchRmsNorm(x, w.attn_norm, xn, n, dim, c.rms_norm_eps, stream_));
+  RETURN_IF_ERROR(Project(w.wq, w.bq, q_dim, dim, xn, q_.as<float>()));
+  RETURN_IF_ERROR(Project(w.wk, w.bk, kv_dim, dim, xn, k_.as<float>()));
+  RETURN_IF_ERROR(Project(w.wv, w.bv, kv_dim, dim, xn, v_.as<float>()));
+  const int32_t* positions = device_i32(positions_at_);
+  CUDA_TRY(cuda::LaunchRopeWithFrequencies(q_.as<float>(), positions, n, c.num_heads, c.head_dim,
+                                           c.rope_dim, inv_freq_, half, stream_));
+  CUDA_TRY(cuda::LaunchRopeWithFrequencies(k_.as<float>(), positions, n, c.num_kv_heads, c.head_dim,
+                                           c.rope_dim, inv_freq_, half, stream_));
+  RETURN_IF_ERROR(WriteKv(layer, batch));
+  RETURN_IF_ERROR(Attention(layer, batch));
+  RETURN_IF_ERROR(CompressLayer(layer, batch));
+  BLAS_TRY(blas_->MatMulF32Accumulate(w.wo, attn_.as<float>(), dim, q_dim, n, x));  // x += wo·a
+  CUDA_TRY(cuda::LaunchRmsNorm(x, w.ffn_norm, xn, n, dim, c.rms_norm_eps, stream_));
+  float* gate = gate_.as<float>();
+  BLAS_TRY(blas_->MatMulF32(w.w_gate, xn, c.ffn_dim, dim, n, gate));
+  BLAS_TRY(blas_->MatMulF32(w.w_up, xn, c.ffn_dim, dim, n, up_.as<float>()));
+  CUDA_TRY(cuda::LaunchSwiGlu(gate, up_.as<float>(), gate, n * c.ffn_dim, stream_));
+  BLAS_TRY(blas_->MatMulF32Accumulate(w.w_down, gate, dim, c.ffn_dim, n, x));  // x += down·g
+  return absl::OkStatus();
+}
+
+// out[rows, out_dim] = in[rows, in_dim] · w^T (+ bias, broadcast through a rank-1 product with
+// a column of ones, so that no extra kernel is needed).
+absl::Status CudaModelRunner::Project(const float* w, const float* bias, int64_t out_dim,
+                                      int64_t in_dim, const float* in, float* out) {
+  if (bias == nullptr) {
+    BLAS_TRY(blas_->MatMulF32(w, in, out_dim, in_dim, num_rows_, out));
+    return absl::OkStatus();
+  }
+  BLAS_TRY(blas_->MatMulF32(bias, ones_.as<float>(), out_dim, 1, num_rows_, out));
+  BLAS_TRY(blas_->MatMulF32Accumulate(w, in, out_dim, in_dim, num_rows_, out));
+  return absl::OkStatus();
+}
+
+// New K/V rows: pool sequences into their blocks (one launch); compressing prefills into their
+// workspace, after the prompt's earlier chunks read back from the pool.
+absl::Status CudaModelRunner::WriteKv(int32_t layer, std::span<const StepSequence> batch) {
+  const int32_t kv_heads = static_cast<int32_t>(geometry_.num_kv_heads);
+  const int32_t d = static_cast<int32_t>(geometry_.head_dim);
+  const int64_t kv_dim = int64_t{kv_heads} * d;
+  const int64_t* slots = step_slots_.as<int64_t>() + layer * num_rows_;
+  CUDA_TRY(cuda::LaunchAppendKv(k_.as<float>(), v_.as<float>(), slots, num_pool_rows_, kv_heads, d,
+                                options_.block_size, kv_pool_.as<float>(), stream_));
+  for (size_t s : order_) {
+    if (groups_[s] != RowGroup::kCompress) continue;
+    if (plan_.base_length(s, layer) > 0) RETURN_IF_ERROR(ReadBackPrefix(s, layer, batch));
+    const int64_t r0 = row_begin_[s];
+    CUDA_TRY(cuda::LaunchAppendKv(k_.as<float>() + r0 * kv_dim, v_.as<float>() + r0 * kv_dim,
+                                  slots + r0, NewRows(s, batch), kv_heads, d,
+                                  static_cast<int32_t>(plan_.budgets[s].prompt_tokens),
+                                  compress_ws(s), stream_));
+  }
+  return absl::OkStatus();
+}
+
+// The first base entries of a chunked prompt, from its pool blocks into its workspace
+// ([kv_heads][n][head_dim] keys, then values): two strided copies per block.
+absl::Status CudaModelRunner::ReadBackPrefix(size_t s, int32_t layer,
+                                             std::span<const StepSequence> batch) {
+  const int64_t bs = geometry_.block_size, d = geometry_.head_dim, kvh = geometry_.num_kv_heads;
+  const int64_t n = plan_.budgets[s].prompt_tokens, base = plan_.base_length(s, layer);
+  std::span<const BlockId> table = batch[s].kv->block_table(layer);
+  float* ws = compress_ws(s);
+  auto stream = static_cast<cudaStream_t>(stream_);
+  for (int64_t b = 0; b * bs < base; ++b) {
+    const int64_t count = std::min(bs, base - b * bs);
+    const float* block =
+        kv_pool_.as<float>() + int64_t{table[static_cast<size_t>(b)]} * geometry_.BlockFloats();
+    for (int64_t part = 0; part < 2; ++part) {  // K, then V
+      CUDA_TRY(cudaMemcpy2DAsync(ws + part * kvh * n * d + b * bs * d, Bytes<float>(n * d),
+                                 block + part * kvh * bs * d, Bytes<float>(bs * d),
+                                 Bytes<float>(count * d), static_cast<size_t>(kvh),
+                                 cudaMemcpyDeviceToDevice, stream));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Decode rows use the paged decode kernel (one launch, split along the sequence); every other
+// sequence's rows use the tiled prefill kernel, one launch per sequence: row i of a prompt sees
+// entries [0, base + i], which covers session suffixes and compressed caches alike.
+absl::Status CudaModelRunner::Attention(int32_t layer, std::span<const StepSequence> batch) {
+  if (num_decode_rows_ > 0) {
+    int64_t longest = 0;
+    for (size_t s : order_) {
+      if (groups_[s] == RowGroup::kDecode) {
+        longest = std::max(longest, plan_.base_length(s, layer) + 1);
+      }
+    }
+    RETURN_IF_ERROR(AttendRows(0, num_decode_rows_, kv_pool_.as<float>(), options_.block_size,
+                               device_i32(decode_table_at_[static_cast<size_t>(layer)]),
+                               decode_stride_[static_cast<size_t>(layer)], longest, layer));
+  }
+  for (size_t s : order_) {
+    if (groups_[s] != RowGroup::kDecode) RETURN_IF_ERROR(AttendPrefill(s, layer, batch));
+  }
+  return absl::OkStatus();
+}
+
+// The new rows of batch[s] over its pool blocks (prefill) or its workspace, read as one block
+// of the whole prompt with the table {0} (compressing prefill).
+absl::Status CudaModelRunner::AttendPrefill(size_t s, int32_t layer,
+                                            std::span<const StepSequence> batch) {
+  const ModelConfig& c = weights_.config();
+  const int64_t q_dim = int64_t{c.num_heads} * c.head_dim;
+  const size_t at = static_cast<size_t>(layer) * batch.size() + s;
+  const bool compressing = groups_[s] == RowGroup::kCompress;
+  const int64_t record = seq_prefill_at_[at];
+  cuda::PagedPrefillParams p;
+  p.q = q_.as<float>() + row_begin_[s] * q_dim;
+  p.out = attn_.as<float>() + row_begin_[s] * q_dim;
+  p.num_seqs = 1;
+  p.num_heads = c.num_heads;
+  p.num_kv_heads = c.num_kv_heads;
+  p.head_dim = c.head_dim;
+  p.pool = compressing ? compress_ws(s) : kv_pool_.as<float>();
+  p.block_size =
+      compressing ? static_cast<int32_t>(plan_.budgets[s].prompt_tokens) : options_.block_size;
+  p.block_tables = device_i32(compressing ? zero_at_ : seq_table_at_[at]);
+  p.max_blocks_per_seq = 0;
+  p.q_indptr = device_i32(record);
+  p.kv_lens = device_i32(record + 2);
+  p.max_q_len = static_cast<int32_t>(NewRows(s, batch));
+  p.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  CUDA_TRY(cuda::LaunchPagedPrefillAttention(p, stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaModelRunner::AttendRows(int64_t first_row, int64_t rows, const float* pool,
+                                         int32_t block_size, const int32_t* tables,
+                                         int32_t table_stride, int64_t max_kv_len, int32_t layer) {
+  const ModelConfig& c = weights_.config();
+  const int64_t q_dim = int64_t{c.num_heads} * c.head_dim;
+  cuda::PagedDecodeParams p;
+  p.q = q_.as<float>() + first_row * q_dim;
+  p.out = attn_.as<float>() + first_row * q_dim;
+  p.num_seqs = static_cast<int32_t>(rows);
+  p.num_heads = c.num_heads;
+  p.num_kv_heads = c.num_kv_heads;
+  p.head_dim = c.head_dim;
+  p.pool = pool;
+  p.block_size = block_size;
+  p.block_tables = tables;
+  p.max_blocks_per_seq = table_stride;
+  p.kv_lens = device_i32(kv_lens_at_ + layer * num_rows_ + first_row);
+  p.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  p.num_splits = SplitCount(rows, max_kv_len);
+  p.max_kv_len = static_cast<int32_t>(max_kv_len);
+  p.workspace = attn_ws_.as<float>();
+  CUDA_TRY(cuda::LaunchPagedDecodeAttention(p, stream_));
+  return absl::OkStatus();
+}
+
+// Enough (row, KV head, split) blocks to fill the GPU (about 4 per SM), at least
+// kMinSplitEntries entries per split. rows * splits <= rows + 4 * num_sms_.
+int32_t CudaModelRunner::SplitCount(int64_t rows, int64_t max_kv_len) const {
+  const int64_t blocks = rows * geometry_.num_kv_heads;
+  const int64_t want = (4 * int64_t{num_sms_} + blocks - 1) / blocks;
+  const int64_t most = (max_kv_len + kMinSplitEntries - 1) / kMinSplitEntries;
+  return static_cast<int32_t>(std::clamp<int64_t>(std::min(want, most), 1, kMaxSplits));
+}
+
+// ---- Compression at the end of prefill --------------------------------------------------------
+
+absl::Status CudaModelRunner::CompressLayer(int32_t layer, std::span<const StepSequence> batch) {
+  const int32_t kv_heads = static_cast<int32_t>(geometry_.num_kv_heads);
+  const int32_t d = static_cast<int32_t>(geometry_.head_dim);
+  for (size_t s : order_) {
+    if (groups_[s] != RowGroup::kCompress) continue;
+    const LayerBudgets& b = plan_.budgets[s];
+    const int64_t n = b.prompt_tokens, count = b.stored(layer);
+    RETURN_IF_ERROR(SelectKept(s, layer, batch));
+    const float* keys = compress_ws(s);
+    const int64_t at = seq_table_at_[static_cast<size_t>(layer) * batch.size() + s];
+    CUDA_TRY(cuda::LaunchGatherKept(keys, keys + int64_t{kv_heads} * n * d, n, kept_.as<int32_t>(),
+                                    count, kv_heads, d, device_i32(at), options_.block_size,
+                                    kv_pool_.as<float>(), stream_));
+    // A prompt written in chunks held its full K/V in the pool until now.
+    batch[s].kv->Truncate(pool_, layer, count);
+  }
+  return absl::OkStatus();
+}
+
+// kept_ [kv_heads][selected + window]: scored methods on the GPU (window scores, pooling,
+// group average, top-k; the CPU twins of kv_selection.h); position-only choices (streamingllm,
+// or no selected entries) from the shared host code.
+absl::Status CudaModelRunner::SelectKept(size_t s, int32_t layer,
+                                         std::span<const StepSequence> batch) {
+  const ModelConfig& c = weights_.config();
+  const LayerBudgets& b = plan_.budgets[s];
+  const KvPolicy& policy = *batch[s].policy;
+  const int64_t n = b.prompt_tokens, w = b.window, prefix = n - w;
+  const int64_t selected = b.selected[static_cast<size_t>(layer)];
+  const bool scored = policy.method == KvMethod::kSnapKv || policy.method == KvMethod::kPyramidKv;
+  if (scored && selected > 0) {
+    const int64_t last_window_row = row_begin_[s] + NewRows(s, batch) - w;
+    const float* q_window = q_.as<float>() + last_window_row * c.num_heads * c.head_dim;
+    CUDA_TRY(cuda::LaunchWindowScores(q_window, compress_ws(s), n, w, c.num_heads, c.num_kv_heads,
+                                      c.head_dim, 1.0f / std::sqrt(static_cast<float>(c.head_dim)),
+                                      scores_.as<float>(), stream_));
+    CUDA_TRY(cuda::LaunchPoolAndAverage(scores_.as<float>(), prefix, c.num_heads, c.num_kv_heads,
+                                        policy.kernel, policy.pooling == KvPooling::kMax,
+                                        pooled_.as<float>(), stream_));
+    CUDA_TRY(cuda::LaunchTopKWithWindow(pooled_.as<float>(), prefix, c.num_kv_heads, selected, w,
+                                        kept_.as<int32_t>(), nullptr, 0, stream_));
+    return absl::OkStatus();
+  }
+  SelectionInput in;
+  in.method = policy.method;
+  in.n = n;
+  in.num_heads = c.num_heads;
+  in.num_kv_heads = c.num_kv_heads;
+  in.head_dim = c.head_dim;
+  in.window = w;
+  in.selected = scored ? 0 : selected;
+  SelectionScratch scratch;
+  const std::vector<int32_t> kept = SelectKeptIndices(in, 0, scratch);  // same for every head
+  host_kept_.clear();
+  for (int64_t h = 0; h < c.num_kv_heads; ++h) {
+    host_kept_.insert(host_kept_.end(), kept.begin(), kept.end());
+  }
+  CUDA_TRY(cudaMemcpyAsync(kept_.as<int32_t>(), host_kept_.data(),
+                           host_kept_.size() * sizeof(int32_t), cudaMemcpyHostToDevice,
+                           static_cast<cudaStream_t>(stream_)));
+  return absl::OkStatus();
+}
+
+absl::Status CudaModelRunner::ComputeLogits(std::vector<float>& logits) {
+  const ModelConfig& c = weights_.config();
+  const int64_t rows = num_logit_rows_;
+  float* xn = xn_.as<float>();
+  // The requested rows of x, gathered in batch order, then normalized and projected.
+  CUDA_TRY(cuda::LaunchEmbeddingGather(x_.as<float>(), device_i32(logit_rows_at_), xn, rows, c.dim,
+                                       stream_));
+  CUDA_TRY(cuda::LaunchRmsNorm(xn, output_norm_, xn, rows, c.dim, c.rms_norm_eps, stream_));
+  BLAS_TRY(blas_->MatMulF32(output_, xn, c.vocab_size, c.dim, rows, logits_.as<float>()));
+  logits.resize(static_cast<size_t>(rows * c.vocab_size));
+  auto stream = static_cast<cudaStream_t>(stream_);
+  CUDA_TRY(cudaMemcpyAsync(logits.data(), logits_.as<float>(), logits.size() * sizeof(float),
+                           cudaMemcpyDeviceToHost, stream));
+  CUDA_TRY(cudaStreamSynchronize(stream));
+  return absl::OkStatus();
+}
+
+// ---- Persistence ------------------------------------------------------------------------------
+
+absl::Status CudaModelRunner::ExportLayer(const SequenceKv& kv, int32_t layer,
+                                          std::vector<float>& out) {
+  if (!fault_.ok()) return fault_;
+  const PagedKvGeometry& g = geometry_;
+  std::span<const BlockId> table = kv.block_table(layer);
+  const int64_t length = kv.layer_length(layer);
+  const int64_t blocks = (length + g.block_size - 1) / g.block_size;
+  std::vector<float> host(static_cast<size_t>(blocks * g.BlockFloats()));
+  auto stream = static_cast<cudaStream_t>(stream_);
+  for (int64_t b = 0; b < blocks; ++b) {
+    const float* src =
+        kv_pool_.as<float>() + int64_t{table[static_cast<size_t>(b)]} * g.BlockFloats();
+    RETURN_IF_ERROR(Fault(
+        CudaStatus(cudaMemcpyAsync(host.data() + b * g.BlockFloats(), src,
+                                   Bytes<float>(g.BlockFloats()), cudaMemcpyDeviceToHost, stream),
+                   "cudaMemcpyAsync (export a KV block)")));
+  }
+  RETURN_IF_ERROR(
+      Fault(CudaStatus(cudaStreamSynchronize(stream), "cudaStreamSynchronize (export)")));
+  for (int64_t e = 0; e < length; ++e) {
+    const float* block = host.data() + (e / g.block_size) * g.BlockFloats();
+    const int64_t slot = e % g.block_size;
+    for (int64_t h = 0; h < g.num_kv_heads; ++h) {
+      out.insert(out.end(), block + g.KOffset(h, slot), block + g.KOffset(h, slot) + g.head_dim);
+    }
+    for (int64_t h = 0; h < g.num_kv_heads; ++h) {
+      out.insert(out.end(), block + g.VOffset(h, slot), block + g.VOffset(h, slot) + g.head_dim);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SequenceKv> CudaModelRunner::ImportSequence(
+    std::span<const std::vector<float>> layers, int64_t num_positions) {
+  if (!fault_.ok()) return fault_;
+  ASSIGN_OR_RETURN(const std::vector<int64_t> lengths, ImportedLengths(layers, num_positions));
+  ASSIGN_OR_RETURN(SequenceKv kv,
+                   SequenceKv::Allocate(pool_, options_.block_size, lengths, num_positions));
+  const PagedKvGeometry& g = geometry_;
+  std::vector<float> host;
+  absl::Status copied = absl::OkStatus();
+  for (int32_t l = 0; l < kv.num_layers() && copied.ok(); ++l) {
+    const int64_t length = lengths[static_cast<size_t>(l)];
+    const int64_t blocks = (length + g.block_size - 1) / g.block_size;
+    host.assign(static_cast<size_t>(blocks * g.BlockFloats()), 0.0f);
+    const float* in = layers[static_cast<size_t>(l)].data();
+    for (int64_t e = 0; e < length; ++e) {
+      float* block = host.data() + (e / g.block_size) * g.BlockFloats();
+      const int64_t slot = e % g.block_size;
+      for (int64_t h = 0; h < g.num_kv_heads; ++h, in += g.head_dim) {
+        std::copy_n(in, g.head_dim, block + g.KOffset(h, slot));
+      }
+      for (int64_t h = 0; h < g.num_kv_heads; ++h, in += g.head_dim) {
+        std::copy_n(in, g.head_dim, block + g.VOffset(h, slot));
+      }
+    }
+    std::span<const BlockId> table = kv.block_table(l);
+    for (int64_t b = 0; b < blocks && copied.ok(); ++b) {
+      float* dst = kv_pool_.as<float>() + int64_t{table[static_cast<size_t>(b)]} * g.BlockFloats();
+      copied = CudaStatus(
+          cudaMemcpyAsync(dst, host.data() + b * g.BlockFloats(), Bytes<float>(g.BlockFloats()),
+                          cudaMemcpyHostToDevice, static_cast<cudaStream_t>(stream_)),
+          "cudaMemcpyAsync (import a KV block)");
+    }
+  }
+  if (copied.ok()) {
+    copied = CudaStatus(cudaStreamSynchronize(static_cast<cudaStream_t>(stream_)),
+                        "cudaStreamSynchronize (import)");
+  }
+  if (!copied.ok()) {
+    kv.Release(pool_);
+    return Fault(copied);
+  }
+  return kv;
+}
+
+}  // namespace funnel
