@@ -275,6 +275,13 @@ def check_flags(name, args):
     return problems
 
 
+def in_cuda_toolkit(path):
+    """True for a library of the CUDA toolkit (/usr/local/cuda*/..., or under $CUDA_HOME)."""
+    roots = ["/usr/local/cuda"] + [os.environ[v] for v in ("CUDA_HOME", "CUDA_PATH") if os.environ.get(v)]
+    real = os.path.realpath(path)
+    return any(p.startswith(r) for r in roots for p in (path, real))
+
+
 def ldd_libraries(path):
     """{soname: resolved path} of every shared library `path` loads (the whole closure)."""
     out = {}
@@ -282,6 +289,8 @@ def ldd_libraries(path):
         parts = line.split()
         if len(parts) >= 3 and parts[1] == "=>" and parts[2].startswith("/"):
             out[parts[0]] = parts[2]
+        elif len(parts) == 2 and parts[0].startswith("/"):  # the dynamic loader: "/lib64/ld-... (0x..)"
+            out[os.path.basename(parts[0])] = parts[0]
     return out
 
 
@@ -626,12 +635,19 @@ class DockerfileMatchesBuild(unittest.TestCase):
         if shutil.which("dpkg") is None or shutil.which("readelf") is None:
             self.skipTest("needs dpkg and readelf (Debian)")
         installed = set(self.df.apt_packages(self.df.stage("cpu")))
-        libs = {name: ldd_libraries(binary(name)) for name in BINARY_ENV}
+        resolved = {name: ldd_libraries(binary(name)) for name in BINARY_ENV}
+        # A build with CUDA (nvcc found) also links the CUDA toolkit's libraries (cuBLAS, cudart);
+        # the CPU image is built with FUNNEL_WITH_CUDA=OFF and the CUDA image gets them from its
+        # nvidia/cuda base image, so they are not Debian packages of either runtime stage.
+        libs = {name: {so: p for so, p in r.items() if not in_cuda_toolkit(p)}
+                for name, r in resolved.items()}
         owner = owning_packages({p for l in libs.values() for p in l.values()})
         needed, closure_pkgs = {}, set(owner.values())
         for name in BINARY_ENV:
             for soname in needed_libraries(binary(name)):
-                self.assertIn(soname, libs[name], "%s: %s does not resolve" % (name, soname))
+                self.assertIn(soname, resolved[name], "%s: %s does not resolve" % (name, soname))
+                if soname not in libs[name]:
+                    continue  # a CUDA toolkit library
                 pkg = owner[libs[name][soname]]
                 self.assertIsNotNone(pkg, "no Debian package owns %s" % libs[name][soname])
                 needed.setdefault(pkg, set()).add(soname)
