@@ -18,6 +18,16 @@ struct PagedKvGeometry {
   int64_t VOffset(int64_t head, int64_t slot) const {
     return num_kv_heads * block_size * head_dim + KOffset(head, slot);
   }
+  // Appends entry `slot` of `block` (BlockFloats() floats) to `out` as [2][num_kv_heads][head_dim]:
+  // the K rows, then the V rows (the entry layout of ModelRunner::ExportLayer).
+  void AppendEntry(const float* block, int64_t slot, std::vector<float>& out) const {
+    for (int64_t h = 0; h < num_kv_heads; ++h) {
+      out.insert(out.end(), block + KOffset(h, slot), block + KOffset(h, slot) + head_dim);
+    }
+    for (int64_t h = 0; h < num_kv_heads; ++h) {
+      out.insert(out.end(), block + VOffset(h, slot), block + VOffset(h, slot) + head_dim);
+    }
+  }
 };
 
 struct PagedAttentionArgs {

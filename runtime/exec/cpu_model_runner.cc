@@ -339,12 +339,7 @@ absl::Status CpuModelRunner::ExportLayer(const SequenceKv& kv, int32_t layer,
   for (int64_t e = 0; e < kv.layer_length(layer); ++e) {
     const float* block = block_data(table[static_cast<size_t>(e / g.block_size)]);
     const int64_t slot = e % g.block_size;
-    for (int64_t h = 0; h < g.num_kv_heads; ++h) {
-      out.insert(out.end(), block + g.KOffset(h, slot), block + g.KOffset(h, slot) + g.head_dim);
-    }
-    for (int64_t h = 0; h < g.num_kv_heads; ++h) {
-      out.insert(out.end(), block + g.VOffset(h, slot), block + g.VOffset(h, slot) + g.head_dim);
-    }
+    g.AppendEntry(block, slot, out);
   }
   return absl::OkStatus();
 }

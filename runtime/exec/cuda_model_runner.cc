@@ -698,12 +698,7 @@ absl::Status CudaModelRunner::ExportLayer(const SequenceKv& kv, int32_t layer,
   for (int64_t e = 0; e < length; ++e) {
     const float* block = host.data() + (e / g.block_size) * g.BlockFloats();
     const int64_t slot = e % g.block_size;
-    for (int64_t h = 0; h < g.num_kv_heads; ++h) {
-      out.insert(out.end(), block + g.KOffset(h, slot), block + g.KOffset(h, slot) + g.head_dim);
-    }
-    for (int64_t h = 0; h < g.num_kv_heads; ++h) {
-      out.insert(out.end(), block + g.VOffset(h, slot), block + g.VOffset(h, slot) + g.head_dim);
-    }
+    g.AppendEntry(block, slot, out);
   }
   return absl::OkStatus();
 }
