@@ -34,6 +34,8 @@ const char kServerUsage[] =
     "  --admin-port-file PATH    write the bound admin port there once serving\n"
     "  --device cpu|cuda         compute backend (default cpu); cuda needs a build with CUDA\n"
     "                            and a usable GPU, else the server exits with status 2\n"
+    "  --weights-dtype f32|bf16  weight matrices on the GPU (default f32); bf16 halves their\n"
+    "                            memory and decode bandwidth. --device cuda only\n"
     "  --threads N               CPU compute threads, 1 to 256 (default: all cores)\n"
     "  --kv-method M             default KV policy: full|pyramidkv|snapkv|streamingllm|h2o\n"
     "                            (default full)\n"
@@ -83,6 +85,7 @@ const std::set<std::string>& KnownFlags() {
                                                        "admin-port",
                                                        "admin-port-file",
                                                        "device",
+                                                       "weights-dtype",
                                                        "threads",
                                                        "kv-method",
                                                        "kv-budget",
@@ -174,12 +177,12 @@ absl::Status ParseEngine(const CommandLineFlags& f, ServerConfig& c) {
   }
   if (absl::Status s = c.runner.Validate(); !s.ok()) return s;
   RETURN_IF_ERROR(ParseEnumFlag(f, "device", ParseDevice, c.device));
+  RETURN_IF_ERROR(ParseEnumFlag(f, "weights-dtype", ParseDeviceWeights, c.runner.device_weights));
+  if (c.runner.device_weights != DeviceWeights::kF32 && c.device != Device::kCuda) {
+    return absl::InvalidArgumentError("--weights-dtype bf16 needs --device cuda");
+  }
   EngineConfig& e = c.engine;
   RETURN_IF_ERROR(ParseKvDefaults(f, e.default_kv_policy));
-  if (c.device == Device::kCuda && e.default_kv_policy.method == KvMethod::kH2o) {
-    return absl::InvalidArgumentError(
-        "--kv-method h2o is not implemented on --device cuda yet (use --device cpu)");
-  }
   ASSIGN_OR_RETURN(e.max_num_seqs, f.GetInt("max-num-seqs", e.max_num_seqs, 1, 1 << 16));
   ASSIGN_OR_RETURN(e.max_queue, f.GetInt("max-queue", e.max_queue, 1, 1 << 20));
   ASSIGN_OR_RETURN(e.max_prompt_tokens, f.GetInt("max-prompt-tokens", 0, 0, kMaxInt));

@@ -1,5 +1,7 @@
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include "kernels/cpu/random_fill.h"
 #include "kernels/cuda/elementwise.h"
 
 namespace funnel::cuda {
@@ -79,6 +81,29 @@ __global__ void SwiGluKernel(const float* gate, const float* up, float* out, int
   }
 }
 
+__global__ void FillUniformKernel(float* out, int64_t n, uint64_t seed, float bound) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    out[i] = UniformAt(seed, static_cast<uint64_t>(i), bound);
+  }
+}
+
+__global__ void F32ToBf16Kernel(const float* in, uint16_t* out, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    out[i] = __bfloat16_as_ushort(__float2bfloat16_rn(in[i]));
+  }
+}
+
+__global__ void GatherBf16Kernel(const uint16_t* table, const int32_t* ids, float* out,
+                                 int64_t dim) {
+  const uint16_t* src = table + static_cast<int64_t>(ids[blockIdx.x]) * dim;
+  float* dst = out + blockIdx.x * dim;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+    dst[i] = __bfloat162float(__ushort_as_bfloat16(src[i]));
+  }
+}
+
 __global__ void GatherKernel(const float* table, const int32_t* ids, float* out, int64_t dim) {
   const float* src = table + static_cast<int64_t>(ids[blockIdx.x]) * dim;
   float* dst = out + blockIdx.x * dim;
@@ -128,6 +153,30 @@ int LaunchEmbeddingGather(const float* table, const int32_t* ids, float* out, in
   if (tokens <= 0) return 0;
   GatherKernel<<<static_cast<unsigned>(tokens), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
       table, ids, out, dim);
+  return Launched();
+}
+
+int LaunchFillUniform(float* out, int64_t n, uint64_t seed, float bound, void* stream) {
+  if (n <= 0) return 0;
+  const int64_t blocks = (n + kThreads - 1) / kThreads;
+  FillUniformKernel<<<static_cast<unsigned>(blocks < 65535 ? blocks : 65535), kThreads, 0,
+                      static_cast<cudaStream_t>(stream)>>>(out, n, seed, bound);
+  return Launched();
+}
+
+int LaunchF32ToBf16(const float* in, uint16_t* out, int64_t n, void* stream) {
+  if (n <= 0) return 0;
+  const int64_t blocks = (n + kThreads - 1) / kThreads;
+  F32ToBf16Kernel<<<static_cast<unsigned>(blocks < 65535 ? blocks : 65535), kThreads, 0,
+                    static_cast<cudaStream_t>(stream)>>>(in, out, n);
+  return Launched();
+}
+
+int LaunchEmbeddingGatherBf16(const uint16_t* table, const int32_t* ids, float* out, int64_t tokens,
+                              int64_t dim, void* stream) {
+  if (tokens <= 0) return 0;
+  GatherBf16Kernel<<<static_cast<unsigned>(tokens), kThreads, 0,
+                     static_cast<cudaStream_t>(stream)>>>(table, ids, out, dim);
   return Launched();
 }
 

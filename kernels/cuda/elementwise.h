@@ -1,4 +1,4 @@
-// Row-wise and element-wise ops of the Llama forward pass on the GPU (fp32).
+// Row-wise and element-wise ops of the Llama forward pass on the GPU (fp32; bf16 weight helpers).
 // CPU twins: kernels/cpu/norm_rope_act.h. Pointers are device pointers; `stream` is a
 // cudaStream_t (nullptr = default stream). Each returns the launch's CUDA error code.
 #pragma once
@@ -28,5 +28,16 @@ int LaunchSwiGlu(const float* gate, const float* up, float* out, int64_t n, void
 // out[t, :] = table[ids[t], :] for an fp32 table [vocab, dim].
 int LaunchEmbeddingGather(const float* table, const int32_t* ids, float* out, int64_t tokens,
                           int64_t dim, void* stream);
+
+// out[i] = the bf16 bits of in[i], round to nearest even (CPU twin: Fp32ToBf16, convert.h).
+int LaunchF32ToBf16(const float* in, uint16_t* out, int64_t n, void* stream);
+
+// out[t, :] = table[ids[t], :] for a bf16 table [vocab, dim] (raw bits), widened to fp32.
+int LaunchEmbeddingGatherBf16(const uint16_t* table, const int32_t* ids, float* out, int64_t tokens,
+                              int64_t dim, void* stream);
+
+// out[i] = UniformAt(seed, i, bound) (kernels/cpu/random_fill.h) for i in [0, n): bit-identical
+// to the CPU twin FillUniform.
+int LaunchFillUniform(float* out, int64_t n, uint64_t seed, float bound, void* stream);
 
 }  // namespace funnel::cuda

@@ -37,6 +37,17 @@ int Sgemm(void* handle, const float* w, const float* x, int64_t rows, int64_t co
                                       static_cast<int>(cols), &beta, y, static_cast<int>(rows)));
 }
 
+// bf16 w and x, fp32 y and accumulation.
+int GemmBf16(void* handle, const uint16_t* w, const uint16_t* x, int64_t rows, int64_t cols,
+             int64_t tokens, float beta, float* y) {
+  const float alpha = 1.0f;
+  return static_cast<int>(cublasGemmEx(
+      static_cast<cublasHandle_t>(handle), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(rows),
+      static_cast<int>(tokens), static_cast<int>(cols), &alpha, w, CUDA_R_16BF,
+      static_cast<int>(cols), x, CUDA_R_16BF, static_cast<int>(cols), &beta, y, CUDA_R_32F,
+      static_cast<int>(rows), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
 }  // namespace
 
 int Blas::MatMulF32(const float* w, const float* x, int64_t rows, int64_t cols, int64_t tokens,
@@ -51,12 +62,12 @@ int Blas::MatMulF32Accumulate(const float* w, const float* x, int64_t rows, int6
 
 int Blas::MatMulBf16(const uint16_t* w, const uint16_t* x, int64_t rows, int64_t cols,
                      int64_t tokens, float* y) {
-  const float alpha = 1.0f, beta = 0.0f;
-  return static_cast<int>(cublasGemmEx(
-      static_cast<cublasHandle_t>(handle_), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(rows),
-      static_cast<int>(tokens), static_cast<int>(cols), &alpha, w, CUDA_R_16BF,
-      static_cast<int>(cols), x, CUDA_R_16BF, static_cast<int>(cols), &beta, y, CUDA_R_32F,
-      static_cast<int>(rows), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  return GemmBf16(handle_, w, x, rows, cols, tokens, 0.0f, y);
+}
+
+int Blas::MatMulBf16Accumulate(const uint16_t* w, const uint16_t* x, int64_t rows, int64_t cols,
+                               int64_t tokens, float* y) {
+  return GemmBf16(handle_, w, x, rows, cols, tokens, 1.0f, y);
 }
 
 }  // namespace funnel::cuda

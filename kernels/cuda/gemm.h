@@ -24,6 +24,9 @@ class Blas {
   // w and x in bf16 (raw uint16 bits), y fp32, fp32 accumulation.
   int MatMulBf16(const uint16_t* w, const uint16_t* x, int64_t rows, int64_t cols, int64_t tokens,
                  float* y);
+  // Same, y += w x.
+  int MatMulBf16Accumulate(const uint16_t* w, const uint16_t* x, int64_t rows, int64_t cols,
+                           int64_t tokens, float* y);
 
  private:
   Blas() = default;

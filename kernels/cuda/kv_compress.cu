@@ -1,6 +1,7 @@
 #include <cuda_runtime.h>
 
 #include <cfloat>
+#include <cstdint>
 
 #include "kernels/cuda/kv_compress.h"
 
@@ -30,16 +31,20 @@ __device__ float BlockReduce(float v, float* shared, bool is_max) {
   return shared[0];
 }
 
-// One block per (query head, window row): three passes over the visible keys (max, sum, add).
-__global__ void WindowScoresKernel(const float* q_window, const float* keys, int64_t n, int64_t w,
-                                   int32_t num_heads, int32_t num_kv_heads, int32_t d, float scale,
-                                   float* scores) {
+// One block per (query row, query head): row r sits at position first + r and sees keys
+// [0, first + r]; three passes over them (max, sum, add), adding its fp32 softmax to
+// scores[head][j] for j < min(prefix, first + r + 1).
+__global__ void ColumnScoresKernel(const float* q_rows, const float* keys, int64_t n, int64_t first,
+                                   int64_t prefix, int32_t num_heads, int32_t num_kv_heads,
+                                   int32_t d, float scale, float* scores) {
   __shared__ float shared[32];
   extern __shared__ float q[];  // [d]
-  const int head = blockIdx.x, row = blockIdx.y;
+  const int64_t row = blockIdx.x;
+  const int head = blockIdx.y;
   const int kv = head / (num_heads / num_kv_heads);
-  const int64_t visible = n - w + row + 1, prefix = n - w;
-  const float* qh = q_window + (static_cast<int64_t>(row) * num_heads + head) * d;
+  const int64_t visible = first + row + 1;
+  const int64_t scored = visible < prefix ? visible : prefix;
+  const float* qh = q_rows + (row * num_heads + head) * d;
   for (int x = threadIdx.x; x < d; x += blockDim.x) q[x] = qh[x] * scale;
   __syncthreads();
   const float* kh = keys + static_cast<int64_t>(kv) * n * d;
@@ -56,13 +61,30 @@ __global__ void WindowScoresKernel(const float* q_window, const float* keys, int
   sum = BlockReduce(sum, shared, false);
   const float inv = 1.0f / sum;
   float* out = scores + static_cast<int64_t>(head) * prefix;
-  for (int64_t j = threadIdx.x; j < prefix; j += blockDim.x) {
+  for (int64_t j = threadIdx.x; j < scored; j += blockDim.x) {
     atomicAdd(out + j, __expf(logit(j) - mx) * inv);
   }
 }
 
-__global__ void PoolAverageKernel(const float* scores, int64_t prefix, int32_t group, int32_t kernel,
-                                  bool max_pool, float* out) {
+// Zeroes scores [num_heads][prefix], then adds the softmax of `rows` query rows starting at
+// position `first` (see ColumnScoresKernel).
+int LaunchColumnScores(const float* q_rows, int64_t rows, int64_t first, const float* keys,
+                       int64_t n, int64_t prefix, int32_t num_heads, int32_t num_kv_heads,
+                       int32_t head_dim, float scale, float* scores, cudaStream_t s) {
+  if (rows < 1 || first + rows > n || prefix < 0 || prefix > n || num_kv_heads < 1 ||
+      num_heads % num_kv_heads != 0 || num_heads > 65535 || rows > INT32_MAX) {
+    return static_cast<int>(cudaErrorInvalidValue);
+  }
+  cudaMemsetAsync(scores, 0, static_cast<size_t>(num_heads) * prefix * sizeof(float), s);
+  if (prefix == 0) return static_cast<int>(cudaGetLastError());
+  ColumnScoresKernel<<<dim3(static_cast<unsigned>(rows), static_cast<unsigned>(num_heads)),
+                       kThreads, head_dim * sizeof(float), s>>>(
+      q_rows, keys, n, first, prefix, num_heads, num_kv_heads, head_dim, scale, scores);
+  return static_cast<int>(cudaGetLastError());
+}
+
+__global__ void PoolAverageKernel(const float* scores, int64_t prefix, int32_t group,
+                                  int32_t kernel, bool max_pool, float* out) {
   const int kv = blockIdx.y;
   const int64_t j = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
   if (j >= prefix) return;
@@ -163,7 +185,8 @@ __global__ void TopKWithWindowKernel(const float* scores, int64_t prefix, int64_
       ties_seen += ties_total;
     }
   }
-  for (int64_t e = threadIdx.x; e < w; e += blockDim.x) out[k + e] = static_cast<int32_t>(prefix + e);
+  for (int64_t e = threadIdx.x; e < w; e += blockDim.x)
+    out[k + e] = static_cast<int32_t>(prefix + e);
 }
 
 __global__ void GatherKeptKernel(const float* keys, const float* values, int64_t n,
@@ -189,15 +212,17 @@ __global__ void GatherKeptKernel(const float* keys, const float* values, int64_t
 int LaunchWindowScores(const float* q_window, const float* keys, int64_t n, int64_t w,
                        int32_t num_heads, int32_t num_kv_heads, int32_t head_dim, float scale,
                        float* scores, void* stream) {
-  auto s = static_cast<cudaStream_t>(stream);
-  if (w < 1 || w > n || num_kv_heads < 1 || num_heads % num_kv_heads != 0) {
-    return static_cast<int>(cudaErrorInvalidValue);
-  }
-  cudaMemsetAsync(scores, 0, static_cast<size_t>(num_heads) * (n - w) * sizeof(float), s);
-  if (n == w) return static_cast<int>(cudaGetLastError());
-  WindowScoresKernel<<<dim3(num_heads, static_cast<unsigned>(w)), kThreads, head_dim * sizeof(float), s>>>(
-      q_window, keys, n, w, num_heads, num_kv_heads, head_dim, scale, scores);
-  return static_cast<int>(cudaGetLastError());
+  if (w < 1 || w > n) return static_cast<int>(cudaErrorInvalidValue);
+  return LaunchColumnScores(q_window, w, n - w, keys, n, n - w, num_heads, num_kv_heads, head_dim,
+                            scale, scores, static_cast<cudaStream_t>(stream));
+}
+
+int LaunchH2oScores(const float* q_all, const float* keys, int64_t n, int64_t w, int32_t num_heads,
+                    int32_t num_kv_heads, int32_t head_dim, float scale, float* scores,
+                    void* stream) {
+  if (w < 1 || w > n) return static_cast<int>(cudaErrorInvalidValue);
+  return LaunchColumnScores(q_all, n, 0, keys, n, n - w, num_heads, num_kv_heads, head_dim, scale,
+                            scores, static_cast<cudaStream_t>(stream));
 }
 
 int LaunchPoolAndAverage(const float* scores, int64_t prefix, int32_t num_heads,
@@ -215,7 +240,8 @@ size_t TopKWorkspaceBytes(int64_t, int32_t, int64_t) { return 0; }
 
 int LaunchTopKWithWindow(const float* scores, int64_t prefix, int32_t num_kv_heads, int64_t k,
                          int64_t w, int32_t* kept, void*, size_t, void* stream) {
-  if (k < 0 || k > prefix || w < 0 || num_kv_heads < 1) return static_cast<int>(cudaErrorInvalidValue);
+  if (k < 0 || k > prefix || w < 0 || num_kv_heads < 1)
+    return static_cast<int>(cudaErrorInvalidValue);
   if (k + w == 0) return 0;
   TopKWithWindowKernel<<<num_kv_heads, kTopKThreads, 0, static_cast<cudaStream_t>(stream)>>>(
       scores, prefix, k, w, kept);
@@ -227,8 +253,8 @@ int LaunchGatherKept(const float* keys, const float* values, int64_t n, const in
                      int32_t block_size, float* pool, void* stream) {
   if (count <= 0) return 0;
   GatherKeptKernel<<<dim3(static_cast<unsigned>(count), num_kv_heads), 128, 0,
-                     static_cast<cudaStream_t>(stream)>>>(keys, values, n, kept, count, num_kv_heads,
-                                                         head_dim, table, block_size, pool);
+                     static_cast<cudaStream_t>(stream)>>>(
+      keys, values, n, kept, count, num_kv_heads, head_dim, table, block_size, pool);
   return static_cast<int>(cudaGetLastError());
 }
 

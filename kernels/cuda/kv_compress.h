@@ -1,5 +1,6 @@
 // KV compression at the end of prefill on the GPU (fp32), one layer at a time.
-// CPU twins: kernels/cpu/kv_compress.h (WindowScores, Pool1d, AverageRows, TopKIndices).
+// CPU twins: kernels/cpu/kv_compress.h (WindowScores, H2oScores, Pool1d, AverageRows,
+// TopKIndices).
 // Keys/values of the prompt are contiguous per KV head: [num_kv_heads][n][head_dim].
 #pragma once
 
@@ -14,6 +15,13 @@ namespace funnel::cuda {
 int LaunchWindowScores(const float* q_window, const float* keys, int64_t n, int64_t w,
                        int32_t num_heads, int32_t num_kv_heads, int32_t head_dim, float scale,
                        float* scores, void* stream);
+
+// H2O: scores[h][j] for prefix key j < n - w: the fp32 causal softmax of every prompt query i
+// (position i, seeing keys [0, i]) summed over i (column sums). q_all: [n, num_heads, head_dim].
+// One block per (query, head), O(n^2 head_dim) work: meant for prompts of a few thousand tokens.
+int LaunchH2oScores(const float* q_all, const float* keys, int64_t n, int64_t w, int32_t num_heads,
+                    int32_t num_kv_heads, int32_t head_dim, float scale, float* scores,
+                    void* stream);
 
 // out[kv][j] = mean over the group's query heads of pool(scores[h])[j]; pooling stride 1,
 // padding kernel/2 (max ignores padding, avg counts it as zeros). kernel 1 = no pooling.

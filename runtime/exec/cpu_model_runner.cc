@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <string>
 
 #include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "kernels/cpu/norm_rope_act.h"
 #include "runtime/exec/kv_selection.h"
@@ -29,6 +31,17 @@ void AddBias(float* x, const std::vector<float>& bias, int64_t n_rows) {
 
 }  // namespace
 
+const char* DeviceWeightsName(DeviceWeights w) {
+  return w == DeviceWeights::kBf16 ? "bf16" : "f32";
+}
+
+absl::StatusOr<DeviceWeights> ParseDeviceWeights(std::string_view name) {
+  if (name == "f32") return DeviceWeights::kF32;
+  if (name == "bf16") return DeviceWeights::kBf16;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown weight type '", std::string(name), "' (f32|bf16)"));
+}
+
 absl::Status RunnerOptions::Validate() const {
   if (num_threads < 1 || num_threads > 256) {
     return absl::InvalidArgumentError(
@@ -45,6 +58,11 @@ absl::Status RunnerOptions::Validate() const {
 absl::StatusOr<std::unique_ptr<CpuModelRunner>> CpuModelRunner::Create(
     const ModelWeights& weights, const RunnerOptions& options) {
   RETURN_IF_ERROR(options.Validate());
+  if (options.device_weights != DeviceWeights::kF32) {
+    return absl::InvalidArgumentError(
+        "bf16 device weights need the CUDA backend (the CPU backend reads the file's weight "
+        "types)");
+  }
   const ModelConfig& c = weights.config();
   PagedKvGeometry g{options.block_size, c.num_kv_heads, c.head_dim};
   const int64_t block_bytes = g.BlockFloats() * int64_t{sizeof(float)};

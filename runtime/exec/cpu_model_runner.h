@@ -6,6 +6,7 @@
 
 #include <memory>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -23,10 +24,19 @@
 
 namespace funnel {
 
+// How the CUDA backend stores weight matrices on the device. bf16 halves their memory and the
+// bandwidth a decode step needs; each product then rounds its input activations to bf16 and
+// accumulates in fp32. The CPU backend reads the file's own types and takes only kF32.
+enum class DeviceWeights { kF32, kBf16 };
+const char* DeviceWeightsName(DeviceWeights w);
+// "f32" or "bf16"; InvalidArgument otherwise.
+absl::StatusOr<DeviceWeights> ParseDeviceWeights(std::string_view name);
+
 struct RunnerOptions {
   int32_t num_threads = 2;
   int32_t block_size = 16;                    // KV entries per block
   int64_t kv_cache_bytes = int64_t{1} << 30;  // pool size; rounded down to whole blocks
+  DeviceWeights device_weights = DeviceWeights::kF32;
 
   absl::Status Validate() const;
 };

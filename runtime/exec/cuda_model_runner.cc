@@ -16,6 +16,7 @@
 #include "kernels/cuda/paged_attention.h"
 #include "kernels/cuda/prefill_attention.h"
 #include "runtime/exec/kv_selection.h"
+#include "runtime/model/random_model.h"
 #include "runtime/util/status_macros.h"
 
 namespace funnel {
@@ -82,8 +83,22 @@ absl::Status CudaModelRunner::Buffer::Reserve(size_t bytes, const char* what) {
 
 absl::StatusOr<std::unique_ptr<CudaModelRunner>> CudaModelRunner::Create(
     const ModelWeights& weights, const RunnerOptions& options) {
+  return CreateFor(weights.config(), &weights, 0, options);
+}
+
+absl::StatusOr<std::unique_ptr<CudaModelRunner>> CudaModelRunner::CreateRandom(
+    const ModelConfig& config, uint64_t seed, const RunnerOptions& options) {
+  RETURN_IF_ERROR(config.Validate());
+  if (config.attention_bias) {
+    return absl::InvalidArgumentError("random weights have no q/k/v biases (attention_bias)");
+  }
+  return CreateFor(config, nullptr, seed, options);
+}
+
+absl::StatusOr<std::unique_ptr<CudaModelRunner>> CudaModelRunner::CreateFor(
+    const ModelConfig& c, const ModelWeights* weights, uint64_t seed,
+    const RunnerOptions& options) {
   RETURN_IF_ERROR(options.Validate());
-  const ModelConfig& c = weights.config();
   if (c.num_heads / c.num_kv_heads > kMaxGroup || c.head_dim > kMaxHeadDim) {
     return absl::UnimplementedError(absl::StrFormat(
         "the CUDA backend supports up to %d query heads per KV head and head_dim up to %d; this "
@@ -106,17 +121,19 @@ absl::StatusOr<std::unique_ptr<CudaModelRunner>> CudaModelRunner::Create(
                         options.kv_cache_bytes, num_blocks, block_bytes));
   }
   std::unique_ptr<CudaModelRunner> runner(
-      new CudaModelRunner(weights, options, static_cast<int32_t>(num_blocks)));
-  RETURN_IF_ERROR(runner->Init());
+      new CudaModelRunner(c, weights, options, static_cast<int32_t>(num_blocks)));
+  RETURN_IF_ERROR(runner->Init(seed));
   return runner;
 }
 
-CudaModelRunner::CudaModelRunner(const ModelWeights& weights, const RunnerOptions& options,
-                                 int32_t num_blocks)
-    : weights_(weights),
+CudaModelRunner::CudaModelRunner(const ModelConfig& config, const ModelWeights* weights,
+                                 const RunnerOptions& options, int32_t num_blocks)
+    : config_(config),
+      weights_(weights),
       options_(options),
-      geometry_{options.block_size, weights.config().num_kv_heads, weights.config().head_dim},
-      pool_(num_blocks) {}
+      geometry_{options.block_size, config.num_kv_heads, config.head_dim},
+      pool_(num_blocks),
+      bf16_(options.device_weights == DeviceWeights::kBf16) {}
 
 CudaModelRunner::~CudaModelRunner() {
   if (stream_ != nullptr) cudaStreamSynchronize(static_cast<cudaStream_t>(stream_));
@@ -124,7 +141,7 @@ CudaModelRunner::~CudaModelRunner() {
   if (stream_ != nullptr) cudaStreamDestroy(static_cast<cudaStream_t>(stream_));
 }
 
-absl::Status CudaModelRunner::Init() {
+absl::Status CudaModelRunner::Init(uint64_t seed) {
   CUDA_TRY(cudaSetDevice(0));
   CUDA_TRY(cudaDeviceGetAttribute(&num_sms_, cudaDevAttrMultiProcessorCount, 0));
   cudaStream_t stream = nullptr;
@@ -133,48 +150,57 @@ absl::Status CudaModelRunner::Init() {
   cuda::Blas* blas = nullptr;
   BLAS_TRY(cuda::Blas::Create(stream_, &blas));
   blas_.reset(blas);
-  RETURN_IF_ERROR(UploadWeights());
+  RETURN_IF_ERROR(weights_ != nullptr ? UploadWeights() : MakeRandomWeights(seed));
   RETURN_IF_ERROR(
       kv_pool_.Reserve(Bytes<float>(pool_.num_blocks() * geometry_.BlockFloats()), "the KV pool"));
   CUDA_TRY(cudaStreamSynchronize(static_cast<cudaStream_t>(stream_)));
   return absl::OkStatus();
 }
 
-absl::StatusOr<const float*> CudaModelRunner::UploadVector(const std::vector<float>& v) {
-  if (v.empty()) return nullptr;
+absl::StatusOr<const void*> CudaModelRunner::UploadBytes(const void* data, size_t bytes) {
   Buffer b;
-  RETURN_IF_ERROR(b.Reserve(Bytes<float>(static_cast<int64_t>(v.size())), "a weight vector"));
+  RETURN_IF_ERROR(b.Reserve(bytes, "weights"));
   // Stream-ordered; the pageable source is staged before the call returns.
-  CUDA_TRY(cudaMemcpyAsync(b.as<float>(), v.data(), v.size() * sizeof(float),
-                           cudaMemcpyHostToDevice, static_cast<cudaStream_t>(stream_)));
+  CUDA_TRY(cudaMemcpyAsync(b.as<void>(), data, bytes, cudaMemcpyHostToDevice,
+                           static_cast<cudaStream_t>(stream_)));
   weight_buffers_.push_back(std::move(b));
-  return weight_buffers_.back().as<float>();
+  return weight_buffers_.back().as<const void>();
 }
 
-// fp32 on the device; other types are converted row by row on the host (kernels/cpu/convert.h).
-absl::StatusOr<const float*> CudaModelRunner::UploadMatrix(const WeightMatrix& m) {
+absl::StatusOr<const float*> CudaModelRunner::UploadVector(const std::vector<float>& v) {
+  if (v.empty()) return nullptr;
+  ASSIGN_OR_RETURN(const void* p, UploadBytes(v.data(), v.size() * sizeof(float)));
+  return static_cast<const float*>(p);
+}
+
+// Converted row by row on the host (kernels/cpu/convert.h) to fp32, then to bf16 when the
+// device holds bf16 weights.
+absl::StatusOr<const void*> CudaModelRunner::UploadMatrix(const WeightMatrix& m) {
   std::vector<float> host(static_cast<size_t>(m.rows * m.cols));
   for (int64_t r = 0; r < m.rows; ++r) {
     DequantizeRow(m.type, m.Row(r), host.data() + r * m.cols, m.cols);
   }
-  return UploadVector(host);
+  if (!bf16_) return UploadBytes(host.data(), host.size() * sizeof(float));
+  std::vector<uint16_t> half(host.size());
+  for (size_t i = 0; i < host.size(); ++i) half[i] = Fp32ToBf16(host[i]);
+  return UploadBytes(half.data(), half.size() * sizeof(uint16_t));
 }
 
 absl::Status CudaModelRunner::UploadWeights() {
-  const ModelConfig& c = weights_.config();
+  const ModelConfig& c = config_;
   // Device pointers stay valid as weight_buffers_ grows (a moved Buffer keeps its allocation).
-  ASSIGN_OR_RETURN(embedding_, UploadMatrix(weights_.token_embedding()));
-  const bool tied = weights_.output().data == weights_.token_embedding().data &&
-                    weights_.output().type == weights_.token_embedding().type;
+  ASSIGN_OR_RETURN(embedding_, UploadMatrix(weights_->token_embedding()));
+  const bool tied = weights_->output().data == weights_->token_embedding().data &&
+                    weights_->output().type == weights_->token_embedding().type;
   if (tied) {
     output_ = embedding_;
   } else {
-    ASSIGN_OR_RETURN(output_, UploadMatrix(weights_.output()));
+    ASSIGN_OR_RETURN(output_, UploadMatrix(weights_->output()));
   }
-  ASSIGN_OR_RETURN(output_norm_, UploadVector(weights_.output_norm()));
-  ASSIGN_OR_RETURN(inv_freq_, UploadVector(weights_.rope_inv_freq()));
+  ASSIGN_OR_RETURN(output_norm_, UploadVector(weights_->output_norm()));
+  ASSIGN_OR_RETURN(inv_freq_, UploadVector(weights_->rope_inv_freq()));
   for (int32_t l = 0; l < c.num_layers; ++l) {
-    const LayerWeights& w = weights_.layer(l);
+    const LayerWeights& w = weights_->layer(l);
     LayerPointers p{};
     ASSIGN_OR_RETURN(p.attn_norm, UploadVector(w.attn_norm));
     ASSIGN_OR_RETURN(p.wq, UploadMatrix(w.wq));
@@ -193,8 +219,61 @@ absl::Status CudaModelRunner::UploadWeights() {
   return absl::OkStatus();
 }
 
+absl::StatusOr<const void*> CudaModelRunner::RandomMatrix(int64_t rows, int64_t cols, float bound,
+                                                          uint64_t seed, Buffer& fp32) {
+  const int64_t n = rows * cols;
+  Buffer b;
+  RETURN_IF_ERROR(
+      b.Reserve(bf16_ ? Bytes<uint16_t>(n) : Bytes<float>(n), "a random weight matrix"));
+  if (bf16_) {
+    RETURN_IF_ERROR(fp32.Reserve(Bytes<float>(n), "random weights (fp32 staging)"));
+    CUDA_TRY(cuda::LaunchFillUniform(fp32.as<float>(), n, seed, bound, stream_));
+    CUDA_TRY(cuda::LaunchF32ToBf16(fp32.as<float>(), b.as<uint16_t>(), n, stream_));
+  } else {
+    CUDA_TRY(cuda::LaunchFillUniform(b.as<float>(), n, seed, bound, stream_));
+  }
+  weight_buffers_.push_back(std::move(b));
+  return weight_buffers_.back().as<const void>();
+}
+
+// The streams and bounds of WriteRandomModel (random_model.h), matrix by matrix in file order.
+absl::Status CudaModelRunner::MakeRandomWeights(uint64_t seed) {
+  const ModelConfig& c = config_;
+  const int64_t q_dim = int64_t{c.num_heads} * c.head_dim;
+  const int64_t kv_dim = int64_t{c.num_kv_heads} * c.head_dim;
+  const std::vector<float> ones(static_cast<size_t>(c.dim), 1.0f);
+  Buffer staging;  // bf16: each matrix is made in fp32 here first
+  auto matrix = [&](int64_t rows, int64_t cols) {
+    return RandomMatrix(rows, cols, RandomMatrixBound(cols), seed++, staging);
+  };
+  ASSIGN_OR_RETURN(embedding_, RandomMatrix(c.vocab_size, c.dim, 1.0f, seed++, staging));
+  if (c.tied_output) {
+    output_ = embedding_;
+  } else {
+    ASSIGN_OR_RETURN(output_, matrix(c.vocab_size, c.dim));
+  }
+  ASSIGN_OR_RETURN(output_norm_, UploadVector(ones));
+  ASSIGN_OR_RETURN(inv_freq_, UploadVector(RopeInverseFrequencies(c)));
+  for (int32_t l = 0; l < c.num_layers; ++l) {
+    LayerPointers p{};
+    ASSIGN_OR_RETURN(p.attn_norm, UploadVector(ones));
+    ASSIGN_OR_RETURN(p.wq, matrix(q_dim, c.dim));
+    ASSIGN_OR_RETURN(p.wk, matrix(kv_dim, c.dim));
+    ASSIGN_OR_RETURN(p.wv, matrix(kv_dim, c.dim));
+    ASSIGN_OR_RETURN(p.wo, matrix(c.dim, q_dim));
+    ASSIGN_OR_RETURN(p.ffn_norm, UploadVector(ones));
+    ASSIGN_OR_RETURN(p.w_gate, matrix(c.ffn_dim, c.dim));
+    ASSIGN_OR_RETURN(p.w_up, matrix(c.ffn_dim, c.dim));
+    ASSIGN_OR_RETURN(p.w_down, matrix(c.dim, c.ffn_dim));
+    layers_.push_back(p);
+  }
+  // `staging` is freed on return: the conversions reading it must be done.
+  CUDA_TRY(cudaStreamSynchronize(static_cast<cudaStream_t>(stream_)));
+  return absl::OkStatus();
+}
+
 SequenceKv CudaModelRunner::NewSequence() const {
-  return SequenceKv(weights_.config().num_layers, options_.block_size);
+  return SequenceKv(config_.num_layers, options_.block_size);
 }
 
 absl::Status CudaModelRunner::Fault(absl::Status status) {
@@ -212,27 +291,13 @@ absl::Status CudaModelRunner::CopyBlock(BlockId from, BlockId to) {
 
 // ---- Step -----------------------------------------------------------------------------------
 
-absl::Status CudaModelRunner::CheckSupported(std::span<const StepSequence> batch,
-                                             const StepKvPlan& plan) const {
-  for (size_t s = 0; s < batch.size(); ++s) {
-    if (plan.compressing(s) && batch[s].policy->method == KvMethod::kH2o) {
-      // TODO(funnel): h2o needs a causal attention column-sum kernel. #9
-      return absl::UnimplementedError(
-          "h2o compression is not implemented on the CUDA backend yet (use --device cpu, or "
-          "another KV method)");
-    }
-  }
-  return absl::OkStatus();
-}
-
 absl::Status CudaModelRunner::Step(std::span<const StepSequence> batch,
                                    std::vector<float>& logits) {
   logits.clear();
   if (!fault_.ok()) return fault_;
   if (batch.empty()) return absl::OkStatus();
-  RETURN_IF_ERROR(ValidateStepBatch(batch, weights_.config(), options_.block_size));
-  ASSIGN_OR_RETURN(StepKvPlan plan, PlanStep(batch, weights_.config().num_layers));
-  RETURN_IF_ERROR(CheckSupported(batch, plan));
+  RETURN_IF_ERROR(ValidateStepBatch(batch, config_, options_.block_size));
+  ASSIGN_OR_RETURN(StepKvPlan plan, PlanStep(batch, config_.num_layers));
   plan_ = std::move(plan);
   absl::Status reserved = ReserveStepKv(
       batch, plan_, pool_, [this](BlockId from, BlockId to) { return CopyBlock(from, to); });
@@ -243,7 +308,7 @@ absl::Status CudaModelRunner::Step(std::span<const StepSequence> batch,
 
 absl::Status CudaModelRunner::RunStep(std::span<const StepSequence> batch,
                                       std::vector<float>& logits) {
-  const ModelConfig& c = weights_.config();
+  const ModelConfig& c = config_;
   LayoutRows(batch);
   BuildStepInputs(batch);
   RETURN_IF_ERROR(ReserveScratch(batch));
@@ -252,8 +317,14 @@ absl::Status CudaModelRunner::RunStep(std::span<const StepSequence> batch,
                            host_i32_.size() * sizeof(int32_t), cudaMemcpyHostToDevice, stream));
   CUDA_TRY(cudaMemcpyAsync(step_slots_.as<int64_t>(), host_slots_.data(),
                            host_slots_.size() * sizeof(int64_t), cudaMemcpyHostToDevice, stream));
-  CUDA_TRY(cuda::LaunchEmbeddingGather(embedding_, device_i32(ids_at_), x_.as<float>(), num_rows_,
-                                       c.dim, stream_));
+  if (bf16_) {
+    CUDA_TRY(cuda::LaunchEmbeddingGatherBf16(static_cast<const uint16_t*>(embedding_),
+                                             device_i32(ids_at_), x_.as<float>(), num_rows_, c.dim,
+                                             stream_));
+  } else {
+    CUDA_TRY(cuda::LaunchEmbeddingGather(static_cast<const float*>(embedding_), device_i32(ids_at_),
+                                         x_.as<float>(), num_rows_, c.dim, stream_));
+  }
   for (int32_t l = 0; l < c.num_layers; ++l) RETURN_IF_ERROR(RunLayer(l, batch));
   for (const StepSequence& seq : batch) {
     seq.kv->set_num_positions(seq.kv->num_positions() + static_cast<int64_t>(seq.tokens.size()));
@@ -296,7 +367,7 @@ void CudaModelRunner::LayoutRows(std::span<const StepSequence> batch) {
 
 // Fills host_i32_ and host_slots_ (layout: see the header).
 void CudaModelRunner::BuildStepInputs(std::span<const StepSequence> batch) {
-  const int32_t layers = weights_.config().num_layers;
+  const int32_t layers = config_.num_layers;
   const int64_t bs = options_.block_size;
   host_i32_.assign(static_cast<size_t>(2 * num_rows_), 0);
   host_slots_.assign(static_cast<size_t>(layers * num_rows_), 0);
@@ -344,7 +415,7 @@ void CudaModelRunner::BuildStepInputs(std::span<const StepSequence> batch) {
 void CudaModelRunner::AppendTables(std::span<const StepSequence> batch, int32_t layer) {
   const size_t seqs = batch.size();
   if (layer == 0) {
-    decode_table_at_.assign(static_cast<size_t>(weights_.config().num_layers), 0);
+    decode_table_at_.assign(static_cast<size_t>(config_.num_layers), 0);
     decode_stride_.assign(decode_table_at_.size(), 0);
     seq_table_at_.assign(decode_table_at_.size() * seqs, 0);
     seq_prefill_at_.assign(decode_table_at_.size() * seqs, 0);
@@ -376,7 +447,7 @@ void CudaModelRunner::AppendTables(std::span<const StepSequence> batch, int32_t 
 }
 
 absl::Status CudaModelRunner::ReserveScratch(std::span<const StepSequence> batch) {
-  const ModelConfig& c = weights_.config();
+  const ModelConfig& c = config_;
   const int64_t n = num_rows_, q_dim = int64_t{c.num_heads} * c.head_dim;
   const int64_t kv_dim = int64_t{c.num_kv_heads} * c.head_dim;
   RETURN_IF_ERROR(
@@ -392,6 +463,10 @@ absl::Status CudaModelRunner::ReserveScratch(std::span<const StepSequence> batch
   RETURN_IF_ERROR(gate_.Reserve(Bytes<float>(n * c.ffn_dim), "FFN gate"));
   RETURN_IF_ERROR(up_.Reserve(Bytes<float>(n * c.ffn_dim), "FFN up"));
   RETURN_IF_ERROR(logits_.Reserve(Bytes<float>(num_logit_rows_ * c.vocab_size), "logits"));
+  if (bf16_) {
+    const int64_t widest = std::max<int64_t>({c.dim, q_dim, c.ffn_dim});
+    RETURN_IF_ERROR(x16_.Reserve(Bytes<uint16_t>(n * widest), "bf16 activations"));
+  }
   // SplitCount keeps rows * splits below rows + 4 * num_sms_ for any launch of this step.
   RETURN_IF_ERROR(
       attn_ws_.Reserve(Bytes<float>((n + 4 * int64_t{num_sms_}) * c.num_heads * (c.head_dim + 2)),
@@ -421,7 +496,7 @@ absl::Status CudaModelRunner::ReserveScratch(std::span<const StepSequence> batch
 // ---- One layer --------------------------------------------------------------------------------
 
 absl::Status CudaModelRunner::RunLayer(int32_t layer, std::span<const StepSequence> batch) {
-  const ModelConfig& c = weights_.config();
+  const ModelConfig& c = config_;
   const LayerPointers& w = layers_[static_cast<size_t>(layer)];
   const int64_t n = num_rows_, dim = c.dim;
   const int64_t q_dim = int64_t{c.num_heads} * c.head_dim;
@@ -441,26 +516,39 @@ absl::Status CudaModelRunner::RunLayer(int32_t layer, std::span<const StepSequen
   RETURN_IF_ERROR(WriteKv(layer, batch));
   RETURN_IF_ERROR(Attention(layer, batch));
   RETURN_IF_ERROR(CompressLayer(layer, batch));
-  BLAS_TRY(blas_->MatMulF32Accumulate(w.wo, attn_.as<float>(), dim, q_dim, n, x));  // x += wo·a
+  RETURN_IF_ERROR(MatMul(w.wo, attn_.as<float>(), dim, q_dim, n, x, true));  // x += wo·a
   CUDA_TRY(cuda::LaunchRmsNorm(x, w.ffn_norm, xn, n, dim, c.rms_norm_eps, stream_));
   float* gate = gate_.as<float>();
-  BLAS_TRY(blas_->MatMulF32(w.w_gate, xn, c.ffn_dim, dim, n, gate));
-  BLAS_TRY(blas_->MatMulF32(w.w_up, xn, c.ffn_dim, dim, n, up_.as<float>()));
+  RETURN_IF_ERROR(MatMul(w.w_gate, xn, c.ffn_dim, dim, n, gate, false));
+  RETURN_IF_ERROR(MatMul(w.w_up, xn, c.ffn_dim, dim, n, up_.as<float>(), false));
   CUDA_TRY(cuda::LaunchSwiGlu(gate, up_.as<float>(), gate, n * c.ffn_dim, stream_));
-  BLAS_TRY(blas_->MatMulF32Accumulate(w.w_down, gate, dim, c.ffn_dim, n, x));  // x += down·g
+  RETURN_IF_ERROR(MatMul(w.w_down, gate, dim, c.ffn_dim, n, x, true));  // x += down·g
   return absl::OkStatus();
 }
 
 // out[rows, out_dim] = in[rows, in_dim] · w^T (+ bias, broadcast through a rank-1 product with
 // a column of ones, so that no extra kernel is needed).
-absl::Status CudaModelRunner::Project(const float* w, const float* bias, int64_t out_dim,
+absl::Status CudaModelRunner::Project(const void* w, const float* bias, int64_t out_dim,
                                       int64_t in_dim, const float* in, float* out) {
-  if (bias == nullptr) {
-    BLAS_TRY(blas_->MatMulF32(w, in, out_dim, in_dim, num_rows_, out));
+  if (bias == nullptr) return MatMul(w, in, out_dim, in_dim, num_rows_, out, false);
+  BLAS_TRY(blas_->MatMulF32(bias, ones_.as<float>(), out_dim, 1, num_rows_, out));
+  return MatMul(w, in, out_dim, in_dim, num_rows_, out, true);
+}
+
+// out (+)= in · w^T with fp32 accumulation. bf16 weights: `in` is rounded to bf16 first (x16_).
+absl::Status CudaModelRunner::MatMul(const void* w, const float* in, int64_t rows, int64_t cols,
+                                     int64_t tokens, float* out, bool accumulate) {
+  if (!bf16_) {
+    const auto* wf = static_cast<const float*>(w);
+    BLAS_TRY(accumulate ? blas_->MatMulF32Accumulate(wf, in, rows, cols, tokens, out)
+                        : blas_->MatMulF32(wf, in, rows, cols, tokens, out));
     return absl::OkStatus();
   }
-  BLAS_TRY(blas_->MatMulF32(bias, ones_.as<float>(), out_dim, 1, num_rows_, out));
-  BLAS_TRY(blas_->MatMulF32Accumulate(w, in, out_dim, in_dim, num_rows_, out));
+  const auto* wb = static_cast<const uint16_t*>(w);
+  uint16_t* in16 = x16_.as<uint16_t>();
+  CUDA_TRY(cuda::LaunchF32ToBf16(in, in16, tokens * cols, stream_));
+  BLAS_TRY(accumulate ? blas_->MatMulBf16Accumulate(wb, in16, rows, cols, tokens, out)
+                      : blas_->MatMulBf16(wb, in16, rows, cols, tokens, out));
   return absl::OkStatus();
 }
 
@@ -533,7 +621,7 @@ absl::Status CudaModelRunner::Attention(int32_t layer, std::span<const StepSeque
 // of the whole prompt with the table {0} (compressing prefill).
 absl::Status CudaModelRunner::AttendPrefill(size_t s, int32_t layer,
                                             std::span<const StepSequence> batch) {
-  const ModelConfig& c = weights_.config();
+  const ModelConfig& c = config_;
   const int64_t q_dim = int64_t{c.num_heads} * c.head_dim;
   const size_t at = static_cast<size_t>(layer) * batch.size() + s;
   const bool compressing = groups_[s] == RowGroup::kCompress;
@@ -561,7 +649,7 @@ absl::Status CudaModelRunner::AttendPrefill(size_t s, int32_t layer,
 absl::Status CudaModelRunner::AttendRows(int64_t first_row, int64_t rows, const float* pool,
                                          int32_t block_size, const int32_t* tables,
                                          int32_t table_stride, int64_t max_kv_len, int32_t layer) {
-  const ModelConfig& c = weights_.config();
+  const ModelConfig& c = config_;
   const int64_t q_dim = int64_t{c.num_heads} * c.head_dim;
   cuda::PagedDecodeParams p;
   p.q = q_.as<float>() + first_row * q_dim;
@@ -618,20 +706,30 @@ absl::Status CudaModelRunner::CompressLayer(int32_t layer, std::span<const StepS
 // or no selected entries) from the shared host code.
 absl::Status CudaModelRunner::SelectKept(size_t s, int32_t layer,
                                          std::span<const StepSequence> batch) {
-  const ModelConfig& c = weights_.config();
+  const ModelConfig& c = config_;
   const LayerBudgets& b = plan_.budgets[s];
   const KvPolicy& policy = *batch[s].policy;
   const int64_t n = b.prompt_tokens, w = b.window, prefix = n - w;
   const int64_t selected = b.selected[static_cast<size_t>(layer)];
-  const bool scored = policy.method == KvMethod::kSnapKv || policy.method == KvMethod::kPyramidKv;
+  const bool h2o = policy.method == KvMethod::kH2o;
+  const bool scored =
+      h2o || policy.method == KvMethod::kSnapKv || policy.method == KvMethod::kPyramidKv;
   if (scored && selected > 0) {
-    const int64_t last_window_row = row_begin_[s] + NewRows(s, batch) - w;
-    const float* q_window = q_.as<float>() + last_window_row * c.num_heads * c.head_dim;
-    CUDA_TRY(cuda::LaunchWindowScores(q_window, compress_ws(s), n, w, c.num_heads, c.num_kv_heads,
-                                      c.head_dim, 1.0f / std::sqrt(static_cast<float>(c.head_dim)),
-                                      scores_.as<float>(), stream_));
+    const int64_t q_dim = int64_t{c.num_heads} * c.head_dim;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+    if (h2o) {  // the plan put the whole prompt in this step (CompressionStepMinTokens)
+      CUDA_TRY(cuda::LaunchH2oScores(q_.as<float>() + row_begin_[s] * q_dim, compress_ws(s), n, w,
+                                     c.num_heads, c.num_kv_heads, c.head_dim, scale,
+                                     scores_.as<float>(), stream_));
+    } else {
+      const int64_t last_window_row = row_begin_[s] + NewRows(s, batch) - w;
+      CUDA_TRY(cuda::LaunchWindowScores(q_.as<float>() + last_window_row * q_dim, compress_ws(s), n,
+                                        w, c.num_heads, c.num_kv_heads, c.head_dim, scale,
+                                        scores_.as<float>(), stream_));
+    }
+    // h2o: no pooling (kernel 1), as kv_selection.h.
     CUDA_TRY(cuda::LaunchPoolAndAverage(scores_.as<float>(), prefix, c.num_heads, c.num_kv_heads,
-                                        policy.kernel, policy.pooling == KvPooling::kMax,
+                                        h2o ? 1 : policy.kernel, policy.pooling == KvPooling::kMax,
                                         pooled_.as<float>(), stream_));
     CUDA_TRY(cuda::LaunchTopKWithWindow(pooled_.as<float>(), prefix, c.num_kv_heads, selected, w,
                                         kept_.as<int32_t>(), nullptr, 0, stream_));
@@ -658,14 +756,14 @@ absl::Status CudaModelRunner::SelectKept(size_t s, int32_t layer,
 }
 
 absl::Status CudaModelRunner::ComputeLogits(std::vector<float>& logits) {
-  const ModelConfig& c = weights_.config();
+  const ModelConfig& c = config_;
   const int64_t rows = num_logit_rows_;
   float* xn = xn_.as<float>();
   // The requested rows of x, gathered in batch order, then normalized and projected.
   CUDA_TRY(cuda::LaunchEmbeddingGather(x_.as<float>(), device_i32(logit_rows_at_), xn, rows, c.dim,
                                        stream_));
   CUDA_TRY(cuda::LaunchRmsNorm(xn, output_norm_, xn, rows, c.dim, c.rms_norm_eps, stream_));
-  BLAS_TRY(blas_->MatMulF32(output_, xn, c.vocab_size, c.dim, rows, logits_.as<float>()));
+  RETURN_IF_ERROR(MatMul(output_, xn, c.vocab_size, c.dim, rows, logits_.as<float>(), false));
   logits.resize(static_cast<size_t>(rows * c.vocab_size));
   auto stream = static_cast<cudaStream_t>(stream_);
   CUDA_TRY(cudaMemcpyAsync(logits.data(), logits_.as<float>(), logits.size() * sizeof(float),

@@ -1,12 +1,13 @@
-// The CUDA backend (fp32): CpuModelRunner's batched Llama forward pass on one GPU (device 0), with
-// the same semantics, the same KV block layout (PagedKvGeometry) and the same compression at the
-// end of prefill (same kept entries, shared host code in step_kv_plan.h / kv_selection.h).
+// The CUDA backend (fp32 compute and KV, fp32 or bf16 weights): CpuModelRunner's batched Llama
+// forward pass on one GPU (device 0), with the same semantics, the same KV block layout
+// (PagedKvGeometry) and the same compression at the end of prefill (same kept entries, shared host
+// code in step_kv_plan.h / kv_selection.h).
 //
-// Owns: fp32 copies of every weight in device memory (uploaded once; F16/BF16/Q8_0 converted on
-// the host), the KV pool (one cudaMalloc), one CUDA stream, one cuBLAS handle bound to it, and
-// grow-only device scratch sized by the largest step seen. No header here names a CUDA type.
+// Owns: every weight in device memory, matrices as fp32 or bf16 (RunnerOptions::device_weights;
+// uploaded once, converted on the host; or random, made on the device, for benchmarks), the KV pool
+// (one cudaMalloc), one CUDA stream, one cuBLAS handle bound to it, and grow-only device scratch
+// sized by the largest step seen. No header here names a CUDA type.
 //
-// Not implemented yet (Unimplemented, nothing changed): h2o compression (no column-sum kernel).
 // Every CUDA or cuBLAS failure is Internal and sticky: the runner refuses every later call.
 //
 // Thread rules: one thread (the engine thread) calls everything; Step blocks until the logits are
@@ -41,6 +42,12 @@ class CudaModelRunner final : public ModelRunner {
   // FailedPrecondition without a usable device; Internal when an upload or allocation fails.
   static absl::StatusOr<std::unique_ptr<CudaModelRunner>> Create(const ModelWeights& weights,
                                                                  const RunnerOptions& options);
+  // A runner over random weights made on the device, no file (benchmarks): the F32 weights that
+  // WriteRandomModel (runtime/model/random_model.h) writes for this shape and seed, norms 1, no
+  // biases. `config` is validated here (InvalidArgument; also for attention_bias). Otherwise the
+  // errors of Create.
+  static absl::StatusOr<std::unique_ptr<CudaModelRunner>> CreateRandom(
+      const ModelConfig& config, uint64_t seed, const RunnerOptions& options);
   ~CudaModelRunner() override;
   CudaModelRunner(const CudaModelRunner&) = delete;
   CudaModelRunner& operator=(const CudaModelRunner&) = delete;
@@ -57,7 +64,7 @@ class CudaModelRunner final : public ModelRunner {
                                             int64_t num_positions) override;
 
   BlockPool& pool() override { return pool_; }
-  const ModelConfig& config() const override { return weights_.config(); }
+  const ModelConfig& config() const override { return config_; }
   int32_t block_size() const override { return options_.block_size; }
   int64_t block_bytes() const override { return geometry_.BlockFloats() * int64_t{sizeof(float)}; }
   const PagedKvGeometry& geometry() const { return geometry_; }
@@ -83,33 +90,45 @@ class CudaModelRunner final : public ModelRunner {
     size_t bytes_ = 0;
   };
 
-  // Device pointers of one layer's weights ([rows, cols] fp32 as in LayerWeights); biases are
-  // null when the model has none.
+  // Device pointers of one layer's weights: matrices [rows, cols] as in LayerWeights, fp32 or
+  // bf16 (bf16_); norms and biases fp32, biases null when the model has none.
   struct LayerPointers {
-    const float *attn_norm, *wq, *wk, *wv, *wo, *bq, *bk, *bv, *ffn_norm, *w_gate, *w_up, *w_down;
+    const float *attn_norm, *bq, *bk, *bv, *ffn_norm;
+    const void *wq, *wk, *wv, *wo, *w_gate, *w_up, *w_down;
   };
 
   // How a sequence's rows attend: decodes of the pool share one launch; other prefills of the
   // pool and compressing prefills (over their workspace) get one launch each.
   enum class RowGroup { kDecode, kPrefill, kCompress };
 
-  CudaModelRunner(const ModelWeights& weights, const RunnerOptions& options, int32_t num_blocks);
+  // weights: null for random weights (made from the seed Init gets).
+  static absl::StatusOr<std::unique_ptr<CudaModelRunner>> CreateFor(const ModelConfig& config,
+                                                                    const ModelWeights* weights,
+                                                                    uint64_t seed,
+                                                                    const RunnerOptions& options);
+  CudaModelRunner(const ModelConfig& config, const ModelWeights* weights,
+                  const RunnerOptions& options, int32_t num_blocks);
 
-  absl::Status Init();
+  absl::Status Init(uint64_t seed);
   absl::Status UploadWeights();
-  absl::StatusOr<const float*> UploadMatrix(const WeightMatrix& m);
+  absl::Status MakeRandomWeights(uint64_t seed);
+  absl::StatusOr<const void*> RandomMatrix(int64_t rows, int64_t cols, float bound, uint64_t seed,
+                                           Buffer& fp32);
+  absl::StatusOr<const void*> UploadBytes(const void* data, size_t bytes);
+  absl::StatusOr<const void*> UploadMatrix(const WeightMatrix& m);
   absl::StatusOr<const float*> UploadVector(const std::vector<float>& v);
   absl::Status CopyBlock(BlockId from, BlockId to);
 
-  absl::Status CheckSupported(std::span<const StepSequence> batch, const StepKvPlan& plan) const;
   absl::Status RunStep(std::span<const StepSequence> batch, std::vector<float>& logits);
   void LayoutRows(std::span<const StepSequence> batch);
   void BuildStepInputs(std::span<const StepSequence> batch);
   void AppendTables(std::span<const StepSequence> batch, int32_t layer);
   absl::Status ReserveScratch(std::span<const StepSequence> batch);
   absl::Status RunLayer(int32_t layer, std::span<const StepSequence> batch);
-  absl::Status Project(const float* w, const float* bias, int64_t out_dim, int64_t in_dim,
+  absl::Status Project(const void* w, const float* bias, int64_t out_dim, int64_t in_dim,
                        const float* in, float* out);
+  absl::Status MatMul(const void* w, const float* in, int64_t rows, int64_t cols, int64_t tokens,
+                      float* out, bool accumulate);
   absl::Status WriteKv(int32_t layer, std::span<const StepSequence> batch);
   absl::Status ReadBackPrefix(size_t s, int32_t layer, std::span<const StepSequence> batch);
   absl::Status Attention(int32_t layer, std::span<const StepSequence> batch);
@@ -130,10 +149,12 @@ class CudaModelRunner final : public ModelRunner {
   // Remembers the first failure (sticky) and returns it.
   absl::Status Fault(absl::Status status);
 
-  const ModelWeights& weights_;
+  const ModelConfig config_;
+  const ModelWeights* weights_;  // null: random weights
   RunnerOptions options_;
   PagedKvGeometry geometry_;
   BlockPool pool_;
+  const bool bf16_;         // matrices stored as bf16 (RunnerOptions::device_weights)
   absl::Status fault_;      // the first CUDA failure; every later call returns it
   void* stream_ = nullptr;  // cudaStream_t
   std::unique_ptr<cuda::Blas> blas_;
@@ -142,8 +163,8 @@ class CudaModelRunner final : public ModelRunner {
   // Weights and the KV pool (device).
   std::vector<Buffer> weight_buffers_;
   std::vector<LayerPointers> layers_;
-  const float* embedding_ = nullptr;    // [vocab, dim]
-  const float* output_ = nullptr;       // [vocab, dim]
+  const void* embedding_ = nullptr;     // [vocab, dim], fp32 or bf16
+  const void* output_ = nullptr;        // [vocab, dim], fp32 or bf16
   const float* output_norm_ = nullptr;  // [dim]
   const float* inv_freq_ = nullptr;     // [rope_dim / 2]
   Buffer kv_pool_;                      // [num_blocks][BlockFloats]
@@ -175,6 +196,7 @@ class CudaModelRunner final : public ModelRunner {
   std::vector<int32_t> host_kept_;        // [kv_heads][kept] for host-chosen entries
   Buffer step_i32_, step_slots_;
   Buffer x_, xn_, q_, k_, v_, attn_, gate_, up_, ones_, logits_, attn_ws_;
+  Buffer x16_;          // bf16 weights: a product's input rounded to bf16
   Buffer compress_ws_;  // per compressing sequence: its "block" of n entries, K then V
   Buffer scores_, pooled_, kept_;
   int64_t ones_rows_ = 0;  // rows of ones_ holding 1.0f

@@ -6,38 +6,27 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "kernels/cpu/convert.h"
+#include "kernels/cpu/random_fill.h"
 #include "runtime/model/gguf_writer.h"
 #include "runtime/util/status_macros.h"
 
 namespace funnel {
 namespace {
 
-// xorshift64*: fast, seedable, good enough for random weights.
-class Rng {
- public:
-  explicit Rng(uint64_t seed) : state_(seed * 0x9E3779B97F4A7C15ull + 1) {}
-  uint64_t Next() {
-    state_ ^= state_ >> 12;
-    state_ ^= state_ << 25;
-    state_ ^= state_ >> 27;
-    return state_ * 0x2545F4914F6CDD1Dull;
-  }
-  float Uniform() { return static_cast<float>(Next() >> 40) * (1.0f / 16777216.0f) * 2.0f - 1.0f; }
-
- private:
-  uint64_t state_;
-};
-
-std::vector<uint8_t> EncodeMatrix(GgmlType type, int64_t rows, int64_t cols, float scale, Rng& rng) {
+// [rows, cols] of stream `seed` (value r * cols + c), encoded as `type`.
+std::vector<uint8_t> EncodeMatrix(GgmlType type, int64_t rows, int64_t cols, float bound,
+                                  uint64_t seed) {
   const auto wt = static_cast<WeightType>(type);
   const int64_t row_bytes = RowBytes(wt, cols);
   std::vector<uint8_t> out(static_cast<size_t>(rows * row_bytes));
   std::vector<float> row(static_cast<size_t>(cols));
   for (int64_t r = 0; r < rows; ++r) {
-    for (float& v : row) v = rng.Uniform() * scale;
+    FillUniformAt(row.data(), cols, seed, static_cast<uint64_t>(r * cols), bound);
     uint8_t* dst = out.data() + r * row_bytes;
     switch (type) {
-      case GgmlType::kF32: std::memcpy(dst, row.data(), static_cast<size_t>(row_bytes)); break;
+      case GgmlType::kF32:
+        std::memcpy(dst, row.data(), static_cast<size_t>(row_bytes));
+        break;
       case GgmlType::kF16:
         for (int64_t c = 0; c < cols; ++c) {
           const uint16_t h = Fp32ToFp16(row[c]);
@@ -50,7 +39,9 @@ std::vector<uint8_t> EncodeMatrix(GgmlType type, int64_t rows, int64_t cols, flo
           std::memcpy(dst + 2 * c, &h, 2);
         }
         break;
-      default: QuantizeRowQ8_0(row.data(), dst, cols); break;
+      default:
+        QuantizeRowQ8_0(row.data(), dst, cols);
+        break;
     }
   }
   return out;
@@ -107,7 +98,8 @@ absl::Status RandomModelSpec::Validate() const {
     return absl::InvalidArgumentError(
         "random model: dim must split into an even head_dim, heads into KV-head groups");
   }
-  if (vocab_size < 259) return absl::InvalidArgumentError("random model: vocab must be at least 259");
+  if (vocab_size < 259)
+    return absl::InvalidArgumentError("random model: vocab must be at least 259");
   if (matrix_type != GgmlType::kF32 && matrix_type != GgmlType::kF16 &&
       matrix_type != GgmlType::kBF16 && matrix_type != GgmlType::kQ8_0) {
     return absl::InvalidArgumentError("random model: type must be F32, F16, BF16 or Q8_0");
@@ -134,16 +126,16 @@ absl::Status WriteRandomModel(const RandomModelSpec& s, const std::string& path)
   w.AddFloat32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
   AddVocab(w, s.vocab_size);
 
-  Rng rng(s.seed);
+  uint64_t stream = s.seed;  // one stream per matrix, in file order (random_model.h)
   const int64_t head_dim = s.dim / s.num_heads;
   const int64_t kv_dim = head_dim * s.num_kv_heads;
   auto matrix = [&](const std::string& name, int64_t rows, int64_t cols) {
-    const float scale = 1.0f / std::sqrt(static_cast<float>(cols));
-    w.AddTensor(name, {cols, rows}, s.matrix_type, EncodeMatrix(s.matrix_type, rows, cols, scale, rng));
+    w.AddTensor(name, {cols, rows}, s.matrix_type,
+                EncodeMatrix(s.matrix_type, rows, cols, RandomMatrixBound(cols), stream++));
   };
   // Embeddings scaled up so activations are O(1), as in trained models.
   w.AddTensor("token_embd.weight", {s.dim, s.vocab_size}, s.matrix_type,
-              EncodeMatrix(s.matrix_type, s.vocab_size, s.dim, 1.0f, rng));
+              EncodeMatrix(s.matrix_type, s.vocab_size, s.dim, 1.0f, stream++));
   w.AddTensor("output_norm.weight", {s.dim}, GgmlType::kF32, Ones(s.dim));
   if (!s.tied_output) matrix("output.weight", s.vocab_size, s.dim);
   for (int32_t l = 0; l < s.num_layers; ++l) {

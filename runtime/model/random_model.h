@@ -1,6 +1,7 @@
 // Writes random-weight Llama GGUF models of any shape (for speed measurements and tests).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <string>
 
@@ -28,7 +29,15 @@ struct RandomModelSpec {
 
 // Writes the model to `path`. The vocabulary is a synthetic SentencePiece-style one:
 // <unk>, <s>, </s>, the 256 byte pieces, then single characters and "▁"-words, so any text
-// round-trips through the tokenizer. Weights are uniform in ±1/sqrt(fan_in), norms are 1.
+// round-trips through the tokenizer. Norms are 1. Matrix t in file order (token_embd, output
+// unless tied, then per layer attn_q, attn_k, attn_v, attn_output, ffn_gate, ffn_up, ffn_down)
+// holds, before encoding as matrix_type, element [r, c] = UniformAt(seed + t, r * cols + c,
+// bound) (kernels/cpu/random_fill.h) with bound 1 for token_embd (O(1) activations, as in trained
+// models) and RandomMatrixBound(cols) otherwise. CudaModelRunner::CreateRandom makes the same
+// F32 weights on the device.
 absl::Status WriteRandomModel(const RandomModelSpec& spec, const std::string& path);
+
+// 1 / sqrt(fan_in).
+inline float RandomMatrixBound(int64_t cols) { return 1.0f / std::sqrt(static_cast<float>(cols)); }
 
 }  // namespace funnel

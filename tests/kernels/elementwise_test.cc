@@ -1,12 +1,17 @@
-// CUDA RMSNorm, RoPE, SwiGLU and embedding gather vs the CPU twins, on awkward shapes.
+// CUDA RMSNorm, RoPE, SwiGLU, embedding gather (fp32, bf16), bf16 rounding and uniform fill vs the
+// CPU twins, on awkward
+// shapes.
 #include "kernels/cuda/elementwise.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 
+#include "kernels/cpu/convert.h"
 #include "kernels/cpu/norm_rope_act.h"
+#include "kernels/cpu/random_fill.h"
 #include "tests/testing/gpu_test.h"
 
 namespace funnel {
@@ -117,6 +122,70 @@ TEST(CudaElementwise, SwiGluAndGatherMatchCpu) {
   auto out = dout.ToHost();
   for (size_t t = 0; t < ids.size(); ++t) {
     for (int64_t i = 0; i < dim; ++i) ASSERT_EQ(out[t * dim + i], table[ids[t] * dim + i]);
+  }
+}
+
+// bf16 rounding (round to nearest even) bit for bit, incl. ties, subnormals, infinities and the
+// largest finite floats (which round to infinity); NaN stays NaN.
+TEST(CudaElementwise, F32ToBf16MatchesCpuExactly) {
+  FUNNEL_SKIP_WITHOUT_GPU();
+  std::vector<float> x = Random(70000, 21, 100.0f);
+  auto bits = [](uint32_t b) {
+    float f;
+    std::memcpy(&f, &b, 4);
+    return f;
+  };
+  for (uint32_t b : {0x3f808000u, 0x3f818000u, 0x3f80ffffu, 0x00000001u, 0x807fffffu, 0x7f7fffffu,
+                     0xff7fffffu, 0x7f800000u, 0xff800000u, 0x80000000u}) {
+    x.push_back(bits(b));
+  }
+  std::vector<uint16_t> ref(x.size());
+  for (size_t i = 0; i < x.size(); ++i) ref[i] = Fp32ToBf16(x[i]);
+  DeviceVector<float> dx(x);
+  DeviceVector<uint16_t> dout(x.size());
+  ASSERT_EQ(cuda::LaunchF32ToBf16(dx.get(), dout.get(), static_cast<int64_t>(x.size()), nullptr),
+            0);
+  ASSERT_EQ(cuda::Synchronize(), 0);
+  EXPECT_EQ(dout.ToHost(), ref);
+  const std::vector<float> nan = {std::nanf("")};
+  DeviceVector<float> dnan(nan);
+  ASSERT_EQ(cuda::LaunchF32ToBf16(dnan.get(), dout.get(), 1, nullptr), 0);
+  ASSERT_EQ(cuda::Synchronize(), 0);
+  EXPECT_TRUE(std::isnan(Bf16ToFp32(dout.ToHost()[0])));
+}
+
+TEST(CudaElementwise, EmbeddingGatherBf16MatchesCpu) {
+  FUNNEL_SKIP_WITHOUT_GPU();
+  for (int64_t dim : {1, 63, 4096}) {
+    const int64_t vocab = 37;
+    const std::vector<float> table = Random(vocab * dim, 22);
+    std::vector<uint16_t> table16(table.size());
+    for (size_t i = 0; i < table.size(); ++i) table16[i] = Fp32ToBf16(table[i]);
+    const std::vector<int32_t> ids = {36, 0, 5, 5, 17};
+    std::vector<float> ref;
+    for (int32_t id : ids) {
+      for (int64_t c = 0; c < dim; ++c) ref.push_back(Bf16ToFp32(table16[id * dim + c]));
+    }
+    DeviceVector<uint16_t> dtable(table16);
+    DeviceVector<int32_t> dids(ids);
+    DeviceVector<float> dout(ref.size());
+    ASSERT_EQ(
+        cuda::LaunchEmbeddingGatherBf16(dtable.get(), dids.get(), dout.get(), 5, dim, nullptr), 0);
+    ASSERT_EQ(cuda::Synchronize(), 0);
+    EXPECT_EQ(dout.ToHost(), ref) << dim;
+  }
+}
+
+// Bit-identical to the CPU twin, including past the grid cap (grid-stride loop).
+TEST(CudaElementwise, FillUniformMatchesCpuExactly) {
+  FUNNEL_SKIP_WITHOUT_GPU();
+  for (int64_t n : {int64_t{1}, int64_t{255}, int64_t{4097}, int64_t{65535} * 256 + 17}) {
+    std::vector<float> ref(static_cast<size_t>(n));
+    FillUniform(ref.data(), n, 11, 0.02f);
+    DeviceVector<float> d(static_cast<size_t>(n));
+    ASSERT_EQ(cuda::LaunchFillUniform(d.get(), n, 11, 0.02f, nullptr), 0);
+    ASSERT_EQ(cuda::Synchronize(), 0);
+    EXPECT_EQ(d.ToHost(), ref) << n;
   }
 }
 

@@ -62,7 +62,8 @@ TEST(CudaGemm, MatchesCpuForF32AndBf16) {
   }
 }
 
-// y += w x: the residual adds of the CUDA runner, and the bias broadcast (cols = 1 with x = ones).
+// y += w x (fp32 and bf16): the residual adds of the CUDA runner, and the bias broadcast (cols = 1
+// with x = ones).
 TEST(CudaGemm, AccumulateAddsTheProductToY) {
   FUNNEL_SKIP_WITHOUT_GPU();
   cuda::Blas* raw = nullptr;
@@ -87,6 +88,20 @@ TEST(CudaGemm, AccumulateAddsTheProductToY) {
     ASSERT_EQ(cuda::Synchronize(), 0);
     EXPECT_LE(testing::ToleranceRatio(dy.ToHost(), ref, 1e-5, 1e-5), 1.0)
         << s.rows << "x" << s.cols << "x" << s.tokens;
+    // bf16 inputs (the reference sees the rounded values), fp32 y accumulated.
+    std::vector<uint16_t> wb(w.size()), xb(x.size());
+    for (size_t i = 0; i < w.size(); ++i) w[i] = Bf16ToFp32(wb[i] = Fp32ToBf16(w[i]));
+    for (size_t i = 0; i < x.size(); ++i) x[i] = Bf16ToFp32(xb[i] = Fp32ToBf16(x[i]));
+    MatMulReference(WeightMatrix{WeightType::kF32, w.data(), s.rows, s.cols}, x.data(), s.tokens,
+                    ref.data());
+    for (size_t i = 0; i < ref.size(); ++i) ref[i] += y0[i];
+    DeviceVector<uint16_t> dwb(wb), dxb(xb);
+    DeviceVector<float> dyb(y0);
+    ASSERT_EQ(blas->MatMulBf16Accumulate(dwb.get(), dxb.get(), s.rows, s.cols, s.tokens, dyb.get()),
+              0);
+    ASSERT_EQ(cuda::Synchronize(), 0);
+    EXPECT_LE(testing::ToleranceRatio(dyb.ToHost(), ref, 1e-5, 1e-5), 1.0)
+        << "bf16 " << s.rows << "x" << s.cols << "x" << s.tokens;
   }
 }
 

@@ -1,5 +1,5 @@
-// CUDA compression kernels vs the CPU twins: window scores, pooling + group average, top-k with
-// the window (ties to the lower index), gather of kept rows into pool blocks.
+// CUDA compression kernels vs the CPU twins: window scores, H2O column sums, pooling + group
+// average, top-k with the window (ties to the lower index), gather of kept rows into pool blocks.
 #include "kernels/cuda/kv_compress.h"
 
 #include <gtest/gtest.h>
@@ -32,8 +32,8 @@ struct Shape {
 };
 
 const std::vector<Shape> kShapes = {
-    {37, 8, 4, 4, 8}, {61, 1, 8, 2, 16}, {130, 32, 32, 8, 128}, {1000, 8, 8, 1, 64},
-    {4099, 8, 32, 8, 128}, {9, 9, 4, 2, 12},
+    {37, 8, 4, 4, 8},    {61, 1, 8, 2, 16},     {130, 32, 32, 8, 128},
+    {1000, 8, 8, 1, 64}, {4099, 8, 32, 8, 128}, {9, 9, 4, 2, 12},
 };
 
 // The prompt's queries [n, heads, d] and per-KV-head keys [kv][n][d].
@@ -51,8 +51,12 @@ std::vector<float> CpuWindowScores(const Shape& s, const Inputs& in) {
   const int64_t prefix = s.n - s.w, group = s.heads / s.kv_heads;
   std::vector<float> all(static_cast<size_t>(s.heads) * prefix);
   for (int32_t kv = 0; kv < s.kv_heads; ++kv) {
-    ScoreArgs a{in.q.data() + prefix * s.heads * s.d, s.heads, s.kv_heads, s.d,
-                in.keys.data() + static_cast<size_t>(kv) * s.n * s.d, s.n,
+    ScoreArgs a{in.q.data() + prefix * s.heads * s.d,
+                s.heads,
+                s.kv_heads,
+                s.d,
+                in.keys.data() + static_cast<size_t>(kv) * s.n * s.d,
+                s.n,
                 1.0f / std::sqrt(static_cast<float>(s.d))};
     std::vector<float> sc;
     WindowScores(a, kv, s.w, sc);
@@ -68,16 +72,51 @@ TEST(CudaKvCompress, WindowScoresMatchCpu) {
     const int64_t prefix = s.n - s.w;
     std::vector<float> ref = CpuWindowScores(s, in);
     DeviceVector<float> dq(in.q), dk(in.keys), dscores(std::max<size_t>(1, ref.size()));
-    ASSERT_EQ(cuda::LaunchWindowScores(dq.get() + prefix * s.heads * s.d, dk.get(), s.n, s.w,
-                                       s.heads, s.kv_heads, s.d,
-                                       1.0f / std::sqrt(static_cast<float>(s.d)), dscores.get(),
-                                       nullptr),
+    ASSERT_EQ(cuda::LaunchWindowScores(
+                  dq.get() + prefix * s.heads * s.d, dk.get(), s.n, s.w, s.heads, s.kv_heads, s.d,
+                  1.0f / std::sqrt(static_cast<float>(s.d)), dscores.get(), nullptr),
               0);
     ASSERT_EQ(cuda::Synchronize(), 0);
     auto got = dscores.ToHost();
     got.resize(ref.size());
     EXPECT_LE(ToleranceRatio(got, ref, 1e-6, 1e-4), 1.0) << "n " << s.n << " w " << s.w;
   }
+}
+
+// H2O column sums of all n queries: CPU twin H2oScores, one KV head at a time.
+TEST(CudaKvCompress, H2oScoresMatchCpu) {
+  FUNNEL_SKIP_WITHOUT_GPU();
+  for (const Shape& s : kShapes) {
+    Inputs in = MakeInputs(s, 4);
+    const int64_t prefix = s.n - s.w, group = s.heads / s.kv_heads;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(s.d));
+    std::vector<float> ref(static_cast<size_t>(s.heads) * prefix);
+    for (int32_t kv = 0; kv < s.kv_heads; ++kv) {
+      ScoreArgs a{in.q.data(),
+                  s.heads,
+                  s.kv_heads,
+                  s.d,
+                  in.keys.data() + static_cast<size_t>(kv) * s.n * s.d,
+                  s.n,
+                  scale};
+      std::vector<float> sc;
+      H2oScores(a, kv, s.w, sc);
+      std::copy(sc.begin(), sc.end(), ref.begin() + kv * group * prefix);
+    }
+    DeviceVector<float> dq(in.q), dk(in.keys), dscores(std::max<size_t>(1, ref.size()));
+    ASSERT_EQ(cuda::LaunchH2oScores(dq.get(), dk.get(), s.n, s.w, s.heads, s.kv_heads, s.d, scale,
+                                    dscores.get(), nullptr),
+              0);
+    ASSERT_EQ(cuda::Synchronize(), 0);
+    auto got = dscores.ToHost();
+    got.resize(ref.size());
+    // Sums of up to n probabilities in another order (atomics): relative error grows with n.
+    EXPECT_LE(ToleranceRatio(got, ref, 1e-5, 5e-4), 1.0) << "n " << s.n << " w " << s.w;
+  }
+  DeviceVector<float> dummy(std::vector<float>(8, 0.0f));
+  EXPECT_NE(
+      cuda::LaunchH2oScores(dummy.get(), dummy.get(), 4, 5, 1, 1, 2, 1.0f, dummy.get(), nullptr),
+      0);  // window longer than the prompt
 }
 
 TEST(CudaKvCompress, PoolAverageTopKAndGatherMatchCpu) {
@@ -120,7 +159,8 @@ TEST(CudaKvCompress, PoolAverageTopKAndGatherMatchCpu) {
           for (int32_t kv = 0; kv < s.kv_heads; ++kv) {
             std::vector<int32_t> expect = TopKIndices(ref_avg.data() + kv * prefix, prefix, k);
             for (int64_t i = prefix; i < s.n; ++i) expect.push_back(static_cast<int32_t>(i));
-            std::vector<int32_t> got(kept.begin() + kv * (k + s.w), kept.begin() + (kv + 1) * (k + s.w));
+            std::vector<int32_t> got(kept.begin() + kv * (k + s.w),
+                                     kept.begin() + (kv + 1) * (k + s.w));
             ASSERT_EQ(got, expect) << "n " << s.n << " kv " << kv << " k " << k;
           }
         }
@@ -131,7 +171,8 @@ TEST(CudaKvCompress, PoolAverageTopKAndGatherMatchCpu) {
   {
     DeviceVector<float> dscores(std::vector<float>(10, 0.0f));
     DeviceVector<int32_t> dkept(64);
-    EXPECT_NE(cuda::LaunchTopKWithWindow(dscores.get(), 5, 2, 6, 1, dkept.get(), nullptr, 0, nullptr), 0);
+    EXPECT_NE(
+        cuda::LaunchTopKWithWindow(dscores.get(), 5, 2, 6, 1, dkept.get(), nullptr, 0, nullptr), 0);
   }
   // Gather: kept rows land in the pool exactly as the CPU layout puts them.
   const Shape s = kShapes[2];

@@ -6,7 +6,7 @@ Usage: /usr/bin/python3 tools/train/export_gguf.py --ckpt .train/fixture/ckpt.pt
 Tensor names and metadata keys are llama.cpp's (what runtime/model/model_config.cc and
 model_weights.cc read). Q/K need no permutation: the model uses the adjacent-pair RoPE layout.
 The tokenizer.ggml.* keys are copied from stories260K.gguf. Also writes niah_format.json beside the
-GGUF (the fixture's needle/question/answer format, fixture_data.niah_format).
+GGUF (the fixture's needle/question/answer format, fixture_data.niah_format) unless --no-niah-format.
 """
 
 import argparse
@@ -71,6 +71,8 @@ def main():
     ap.add_argument("--name", required=True)
     ap.add_argument("--context", type=int, default=4096)
     ap.add_argument("--f16", action="store_true", help="store 2-D tensors as F16")
+    ap.add_argument("--no-niah-format", action="store_true",
+                    help="do not write niah_format.json (models that are not retrieval fixtures)")
     args = ap.parse_args()
     ck = torch.load(args.ckpt, map_location="cpu")
     c = Config(**ck["config"])
@@ -93,9 +95,10 @@ def main():
             meta[k] = v
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     g.write_gguf(args.out, meta, gguf_tensors(ck["model"]), f16_matrices=args.f16)
-    fmt = os.path.join(os.path.dirname(os.path.abspath(args.out)), "niah_format.json")
-    with open(fmt, "w") as f:
-        json.dump(niah_format(Tokenizer()), f, indent=1, ensure_ascii=False)
+    if not args.no_niah_format:
+        fmt = os.path.join(os.path.dirname(os.path.abspath(args.out)), "niah_format.json")
+        with open(fmt, "w") as f:
+            json.dump(niah_format(Tokenizer()), f, indent=1, ensure_ascii=False)
     print("wrote %s (%d bytes), step %d" % (args.out, os.path.getsize(args.out), ck["step"]))
 
 

@@ -182,6 +182,7 @@ class FixtureSampler:
         self.tok, self.docs, self.rng = tok, docs, random.Random(seed)
         self.city_prob = 1.0  # probability that a drawn "city" fact stays a city (else kv)
         self.single_prob = 0.4  # probability of a one-needle sample (else 1-4 needles of mixed kinds)
+        self.far_prob = 0.0  # probability that a drawn depth is confined to the first half (far from the question)
         self.dot = tok.ids["."]
         self.lens = np.array([len(d) for d in docs], dtype=np.float64)
 
@@ -225,6 +226,8 @@ class FixtureSampler:
                 facts.pop()
         if depths is None:
             depths = [rng.random() for _ in facts]
+            if self.far_prob > 0:
+                depths = [d * 0.5 if rng.random() < self.far_prob else d for d in depths]
         needles = [tok.encode(render(f, "needle"), dummy_prefix=False) for f in facts]
         order = list(range(len(facts)))
         rng.shuffle(order)

@@ -13,6 +13,10 @@ p = trained seconds / (--minutes * 60), so the run fits a wall-clock budget:
                      from the first half): phase 0 max(2, L/40) per sample, phase 1 two; phase 0: 70% of city facts replaced by digit (kv) facts.
                      Copy drills (random token strings repeated, see drill()) replace 50% of the samples
                      in phase 0 and 25% in phase 1.
+  extension          --extend M continues a finished run for M more minutes in phase 3 (long contexts:
+                     75% L in [1536, 2048], else [256, 1536]; 40% of needle depths drawn from the first half
+                     of the haystack, i.e. far from the question), learning rate cosine from --lr to --lr/10
+                     over the extension.
   learning rate      linear warmup (--warmup steps), cosine from --lr to --lr/10.
 Checkpoints (model, optimizer, step, trained time, phase) are written atomically every --ckpt-minutes.
 """
@@ -38,6 +42,8 @@ def length_for(phase, rng):
         lo, hi = 128, 256
     elif phase == 1:
         lo, hi = 256, 1024
+    elif phase == 3:
+        lo, hi = (1536, 2048) if rng.random() < 0.75 else (256, 1536)
     elif rng.random() < 0.3:
         lo, hi = 128, 512
     else:
@@ -152,6 +158,8 @@ def main():
                     help="weight of the attention-supervision losses (phases 0 and 1; a tenth in phase 2)")
     ap.add_argument("--focus-weight", type=float, default=0.0,
                     help="weight of the question -> needle attention loss (focus_loss)")
+    ap.add_argument("--extend", type=float, default=0.0,
+                    help="minutes to continue a finished run in phase 3 (see extension above)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="cpu or cuda (a GPU makes this minutes)")
     ap.add_argument("--ckpt-minutes", type=float, default=3.0)
@@ -196,6 +204,13 @@ def main():
     sampler = FixtureSampler(tok, docs, args.seed + step)
     rng = random.Random(args.seed * 7 + step)
     budget = args.minutes * 60.0
+    ext_start = None
+    if args.extend > 0:
+        ext_start = (ck.get("ext_start") or trained_s) if os.path.exists(ckpt_path) else 0.0
+        budget = ext_start + args.extend * 60.0
+        if phase != 3:
+            phase = 3
+            say("step %d: phase 3 (extension of %.0f min from %.1f min trained)" % (step, args.extend, ext_start / 60))
     last_ckpt = time.time()
     acc = {"la": 0.0, "ll": 0.0, "lc": 0.0, "em": 0.0, "lp": 0.0, "li": 0.0, "lf": 0.0, "n": 0}
 
@@ -203,15 +218,17 @@ def main():
         tmp = ckpt_path + ".tmp"
         torch.save({"config": cfg.to_dict(), "model": {k: v.cpu() for k, v in model.state_dict().items()}, "opt": opt.state_dict(),
                     "step": step, "trained_s": trained_s,
-                    "phase": phase, "em_hist": em_hist[-30:]}, tmp)
+                    "phase": phase, "em_hist": em_hist[-30:], "ext_start": ext_start}, tmp)
         os.replace(tmp, ckpt_path)
 
     while trained_s < budget:
         t0 = time.time()
-        p = trained_s / budget
+        p = trained_s / budget if ext_start is None else (trained_s - ext_start) / (budget - ext_start)
         # adaptive curriculum: advance when the recent answer exact match is good, or by the deadlines
         recent = sum(em_hist[-30:]) / max(1, len(em_hist[-30:]))
-        if phase == 0 and ((len(em_hist) >= 30 and recent >= 0.8) or p >= 0.45):
+        if phase == 3:
+            pass
+        elif phase == 0 and ((len(em_hist) >= 30 and recent >= 0.8) or p >= 0.45):
             phase, em_hist = 1, []
             say("step %d: phase 1 (p %.2f, recent EM %.2f)" % (step, p, recent))
         elif phase == 1 and ((len(em_hist) >= 30 and recent >= 0.8) or p >= 0.7):
@@ -220,6 +237,7 @@ def main():
         L = length_for(phase, rng)
         B = max(1, (args.tokens if phase == 0 else 2 * args.tokens) // L)
         copy_spans = max(2, L // 40) if phase == 0 else (2 if phase == 1 else 0)
+        sampler.far_prob = 0.4 if phase == 3 else 0.0
         sampler.city_prob = 0.3 if phase == 0 else 1.0
         sampler.single_prob = 0.8 if phase == 0 else 0.6
         drill_frac = 0.4 if phase == 0 else (0.2 if phase == 1 else 0.05)

@@ -106,8 +106,10 @@ TEST_F(RunnerTest, BatchingDoesNotChangeResults) {
   std::vector<SequenceKv> others;
   for (int i = 0; i < 3; ++i) others.push_back(runner->NewSequence());
   const std::vector<std::vector<int32_t>> other_prompts = {
-      {1, 20, 30}, {1, 400, 401, 402, 403, 404, 405, 406, 407, 408, 409, 410, 411, 412, 413, 414,
-                    415, 416, 417, 418, 419}, {1}};
+      {1, 20, 30},
+      {1,   400, 401, 402, 403, 404, 405, 406, 407, 408, 409,
+       410, 411, 412, 413, 414, 415, 416, 417, 418, 419},
+      {1}};
   std::vector<float> logits;
   std::vector<int32_t> other_next = {0, 0, 0};
   const size_t vocab = 512;
@@ -182,6 +184,18 @@ TEST_F(RunnerTest, RejectsBadTokensAndEmptyInput) {
 
 // Every weight type of the random-model writer runs, and F16/BF16/Q8_0 stay close to F32
 // versions of the same model (quantization noise only).
+// bf16 device weights are the CUDA backend's; the CPU backend refuses them, and the names parse.
+TEST_F(RunnerTest, RefusesBf16DeviceWeights) {
+  RunnerOptions o;
+  o.device_weights = DeviceWeights::kBf16;
+  auto r = CpuModelRunner::Create(*weights_, o);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+  EXPECT_EQ(*ParseDeviceWeights("bf16"), DeviceWeights::kBf16);
+  EXPECT_EQ(*ParseDeviceWeights("f32"), DeviceWeights::kF32);
+  EXPECT_EQ(ParseDeviceWeights("fp16").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_STREQ(DeviceWeightsName(DeviceWeights::kBf16), "bf16");
+}
+
 TEST(RunnerTypes, RandomModelsOfEveryTypeAgreeWithF32) {
   const auto dir = std::filesystem::temp_directory_path() / "funnel_runner_types";
   std::filesystem::create_directories(dir);

@@ -18,6 +18,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu/convert.h"
+#include "kernels/cpu/random_fill.h"
 #include "runtime/model/gguf_file.h"
 #include "runtime/model/gguf_writer.h"
 #include "runtime/model/model_config.h"
@@ -244,6 +245,44 @@ TEST_P(RandomModelTest, WritesAndReopens) {
     EXPECT_LE(embd_max, 1.0f + tc.tolerance);
     EXPECT_GT(down_max, 0.5f / std::sqrt(96.0f));
     EXPECT_LE(down_max, (1.0f + tc.tolerance) / std::sqrt(96.0f));
+  }
+}
+
+// The documented streams: matrix t in file order holds UniformAt(seed + t, r * cols + c, bound)
+// (what CudaModelRunner::CreateRandom makes on the device), checked element by element in F32.
+TEST(RandomModelStreamsTest, MatricesFollowTheDocumentedStreams) {
+  ScopedTempDir dir;
+  for (bool tied : {false, true}) {
+    RandomModelSpec spec;
+    spec.num_layers = 2;
+    spec.dim = 64;
+    spec.num_heads = 4;
+    spec.num_kv_heads = 2;
+    spec.ffn_dim = 96;
+    spec.vocab_size = 300;
+    spec.tied_output = tied;
+    spec.seed = 11;
+    const std::string path = absl::StrCat(dir.path(), "/s_", tied, ".gguf");
+    ASSERT_TRUE(WriteRandomModel(spec, path).ok());
+    auto w = ModelWeights::Open(path);
+    ASSERT_TRUE(w.ok()) << w.status();
+    auto expect_stream = [&](const WeightMatrix& m, uint64_t t, float bound, const char* what) {
+      for (int64_t r : {int64_t{0}, m.rows / 2, m.rows - 1}) {
+        const std::vector<float> row = Dequantize(m, r);
+        for (int64_t c = 0; c < m.cols; ++c) {
+          ASSERT_EQ(row[static_cast<size_t>(c)],
+                    UniformAt(spec.seed + t, static_cast<uint64_t>(r * m.cols + c), bound))
+              << what << " row " << r << " col " << c << (tied ? " tied" : "");
+        }
+      }
+    };
+    const uint64_t first_layer = tied ? 1 : 2;
+    expect_stream((*w)->token_embedding(), 0, 1.0f, "token_embd");
+    if (!tied) expect_stream((*w)->output(), 1, RandomMatrixBound(64), "output");
+    const LayerWeights& l1 = (*w)->layer(1);
+    expect_stream(l1.wq, first_layer + 7, RandomMatrixBound(64), "blk.1.attn_q");
+    expect_stream(l1.wv, first_layer + 9, RandomMatrixBound(64), "blk.1.attn_v");
+    expect_stream(l1.w_down, first_layer + 13, RandomMatrixBound(96), "blk.1.ffn_down");
   }
 }
 

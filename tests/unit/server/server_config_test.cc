@@ -34,6 +34,7 @@ TEST(ServerConfigTest, DefaultsWithOnlyTheModel) {
   EXPECT_EQ(c->runner.num_threads, std::min<int64_t>(cores, 256));
   EXPECT_EQ(c->runner.block_size, 16);
   EXPECT_EQ(c->runner.kv_cache_bytes, int64_t{1} << 30);
+  EXPECT_EQ(c->runner.device_weights, DeviceWeights::kF32);
   EXPECT_EQ(c->engine.default_kv_policy.method, KvMethod::kFull);
   EXPECT_EQ(c->engine.default_kv_policy.budget, 0);
   EXPECT_EQ(c->engine.default_kv_policy.ratio, 0.0);
@@ -153,6 +154,17 @@ TEST(ServerConfigTest, EveryFlagIsApplied) {
   EXPECT_EQ(c->log_level, "debug");
 }
 
+// Parsing needs no GPU: availability is checked when the runner is made.
+TEST(ServerConfigTest, CudaWithBf16Weights) {
+  auto c = ParseServerFlags(WithModel({"--device", "cuda", "--weights-dtype", "bf16"}));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->device, Device::kCuda);
+  EXPECT_EQ(c->runner.device_weights, DeviceWeights::kBf16);
+  auto f32 = ParseServerFlags(WithModel({"--weights-dtype", "f32"}));
+  ASSERT_TRUE(f32.ok()) << f32.status();
+  EXPECT_EQ(f32->runner.device_weights, DeviceWeights::kF32);
+}
+
 TEST(ServerConfigTest, RatioInsteadOfBudget) {
   auto c = ParseServerFlags(WithModel({"--kv-method", "snapkv", "--kv-ratio", "0.25"}));
   ASSERT_TRUE(c.ok()) << c.status();
@@ -254,6 +266,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{WithModel({"--kv-cache-bytes", "-1G"}), "--kv-cache-bytes: '-1G'"},
         BadCase{WithModel({"--kv-cache-bytes", "1.5G"}), "--kv-cache-bytes: '1.5G'"},
         BadCase{WithModel({"--kv-cache-bytes", "99999999999T"}), "too large"},
+        BadCase{WithModel({"--weights-dtype", "fp8"}),
+                "--weights-dtype: unknown weight type 'fp8'"},
+        BadCase{WithModel({"--weights-dtype", "bf16"}), "--weights-dtype bf16 needs --device cuda"},
         // KV policy.
         BadCase{WithModel({"--kv-method", "magic"}), "--kv-method: unknown kv method 'magic'"},
         BadCase{WithModel({"--kv-method", "pyramidkv"}), "--kv-*: "},
