@@ -14,7 +14,7 @@
 //
 // Usage: funnel-bench-cuda-llama [--kv-gb G] [--layers L] [--steps S] [--context N]
 //                                [--weights bf16|f32] [--cpu-rehearsal]
-//   --kv-gb          KV pool size (default 80; weights take 32 GB more)
+//   --kv-gb          KV pool size (default 80; the weights take 16 GB more in bf16, 32 in f32)
 //   --layers         fewer layers for a quick run (default 32; figures then are not Llama-3-8B's)
 //   --steps          timed decode steps per cell (default 8; the median is printed)
 //   --context        prompt / context length (default 8192)
@@ -152,15 +152,15 @@ int64_t BlocksPerSequence(const ModelRunner& runner, const KvPolicy& policy, int
   return blocks;
 }
 
-// Synthetic contexts: the most of 64, 16, 1 sequences that the free pool holds (decode steps
-// included), each holding every layer's entries of an args.context-token prompt under `policy`,
-// random K/V.
+// Synthetic contexts: the most of 64, 16, 4, 1 sequences that the free pool holds (the decode
+// steps of all three batch sizes included), each holding every layer's entries of an
+// args.context-token prompt under `policy`, random K/V.
 std::vector<SequenceKv> FillContexts(ModelRunner& runner, const KvPolicy& policy,
                                      const Args& args) {
   const ModelConfig& c = runner.config();
   const int64_t per_seq =
       BlocksPerSequence(runner, policy, args.context) +
-      c.num_layers * ((args.steps + runner.block_size()) / runner.block_size() + 1);
+      c.num_layers * ((3 * (args.steps + 1) + runner.block_size() - 1) / runner.block_size() + 1);
   int count = 64;
   while (count > 1 && count * per_seq > runner.pool().num_free()) count /= 4;
   if (count * per_seq > runner.pool().num_free()) return {};

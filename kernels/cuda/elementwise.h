@@ -29,7 +29,8 @@ int LaunchSwiGlu(const float* gate, const float* up, float* out, int64_t n, void
 int LaunchEmbeddingGather(const float* table, const int32_t* ids, float* out, int64_t tokens,
                           int64_t dim, void* stream);
 
-// out[i] = the bf16 bits of in[i], round to nearest even (CPU twin: Fp32ToBf16, convert.h).
+// out[i] = the bf16 bits of in[i], round to nearest even (CPU twin: Fp32ToBf16, convert.h; NaNs
+// become a NaN, not necessarily the same payload).
 int LaunchF32ToBf16(const float* in, uint16_t* out, int64_t n, void* stream);
 
 // out[t, :] = table[ids[t], :] for a bf16 table [vocab, dim] (raw bits), widened to fp32.

@@ -28,6 +28,10 @@ constexpr int32_t kMaxHeadDim = 256;
 static_assert(cuda::kMaxPrefillGroup >= kMaxGroup);
 // Entries per attention split at least, and the most splits per (row, KV head).
 constexpr int64_t kMinSplitEntries = 128;
+// H2O scores every prompt query against every key with a simple O(n^2) kernel (about 0.3 s per
+// layer of Llama-3-8B at 8K tokens, estimated): longer prompts are refused rather than stalling
+// the engine thread for minutes.
+constexpr int64_t kMaxH2oPromptTokens = 16384;
 constexpr int64_t kMaxSplits = 64;
 
 absl::Status CudaStatus(int code, const char* call) {
@@ -242,7 +246,12 @@ absl::Status CudaModelRunner::MakeRandomWeights(uint64_t seed) {
   const int64_t q_dim = int64_t{c.num_heads} * c.head_dim;
   const int64_t kv_dim = int64_t{c.num_kv_heads} * c.head_dim;
   const std::vector<float> ones(static_cast<size_t>(c.dim), 1.0f);
-  Buffer staging;  // bf16: each matrix is made in fp32 here first
+  Buffer staging;  // bf16: each matrix is made in fp32 here first (sized once: no regrowth)
+  if (bf16_) {
+    const int64_t largest = std::max<int64_t>(
+        {int64_t{c.vocab_size} * c.dim, int64_t{c.ffn_dim} * c.dim, q_dim * c.dim});
+    RETURN_IF_ERROR(staging.Reserve(Bytes<float>(largest), "random weights (fp32 staging)"));
+  }
   auto matrix = [&](int64_t rows, int64_t cols) {
     return RandomMatrix(rows, cols, RandomMatrixBound(cols), seed++, staging);
   };
@@ -291,6 +300,20 @@ absl::Status CudaModelRunner::CopyBlock(BlockId from, BlockId to) {
 
 // ---- Step -----------------------------------------------------------------------------------
 
+absl::Status CudaModelRunner::CheckSupported(std::span<const StepSequence> batch,
+                                             const StepKvPlan& plan) const {
+  for (size_t s = 0; s < batch.size(); ++s) {
+    if (plan.compressing(s) && batch[s].policy->method == KvMethod::kH2o &&
+        plan.budgets[s].prompt_tokens > kMaxH2oPromptTokens) {
+      return absl::UnimplementedError(absl::StrFormat(
+          "h2o on the CUDA backend takes prompts up to %d tokens (this one has %d); use another "
+          "KV method or --device cpu",
+          kMaxH2oPromptTokens, plan.budgets[s].prompt_tokens));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CudaModelRunner::Step(std::span<const StepSequence> batch,
                                    std::vector<float>& logits) {
   logits.clear();
@@ -298,6 +321,7 @@ absl::Status CudaModelRunner::Step(std::span<const StepSequence> batch,
   if (batch.empty()) return absl::OkStatus();
   RETURN_IF_ERROR(ValidateStepBatch(batch, config_, options_.block_size));
   ASSIGN_OR_RETURN(StepKvPlan plan, PlanStep(batch, config_.num_layers));
+  RETURN_IF_ERROR(CheckSupported(batch, plan));
   plan_ = std::move(plan);
   absl::Status reserved = ReserveStepKv(
       batch, plan_, pool_, [this](BlockId from, BlockId to) { return CopyBlock(from, to); });

@@ -8,7 +8,9 @@
 // (one cudaMalloc), one CUDA stream, one cuBLAS handle bound to it, and grow-only device scratch
 // sized by the largest step seen. No header here names a CUDA type.
 //
-// Every CUDA or cuBLAS failure is Internal and sticky: the runner refuses every later call.
+// Not supported (Unimplemented, nothing changed): h2o compression of prompts over 16384 tokens
+// (its scoring kernel is O(n^2)). Every CUDA or cuBLAS failure is Internal and sticky: the runner
+// refuses every later call.
 //
 // Thread rules: one thread (the engine thread) calls everything; Step blocks until the logits are
 // on the host.
@@ -119,6 +121,7 @@ class CudaModelRunner final : public ModelRunner {
   absl::StatusOr<const float*> UploadVector(const std::vector<float>& v);
   absl::Status CopyBlock(BlockId from, BlockId to);
 
+  absl::Status CheckSupported(std::span<const StepSequence> batch, const StepKvPlan& plan) const;
   absl::Status RunStep(std::span<const StepSequence> batch, std::vector<float>& logits);
   void LayoutRows(std::span<const StepSequence> batch);
   void BuildStepInputs(std::span<const StepSequence> batch);

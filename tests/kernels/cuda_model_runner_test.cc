@@ -552,6 +552,21 @@ TEST_F(CudaModelsTest, RandomWeightsMadeOnTheDeviceEqualTheRandomModelFile) {
     ASSERT_TRUE(w.ok()) << w.status();
     ExpectSameAsCpu(**w, tied ? "random tied" : "random",
                     CudaModelRunner::CreateRandom((*w)->config(), 9, SmallPoolOptions()));
+    // bf16: both round the same fp32 values to nearest even, so the runners hold the same bits.
+    RunnerOptions o = SmallPoolOptions();
+    o.device_weights = DeviceWeights::kBf16;
+    auto made = CudaModelRunner::CreateRandom((*w)->config(), 9, o);
+    auto loaded = CudaModelRunner::Create(**w, o);
+    ASSERT_TRUE(made.ok()) << made.status();
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    std::vector<int32_t> prompt;
+    for (int32_t i = 0; i < 30; ++i) prompt.push_back((i * 53 + 7) % spec.vocab_size);
+    SequenceKv a = (*made)->NewSequence(), b = (*loaded)->NewSequence();
+    EXPECT_LT(MaxAbsDiff(StepOne(**made, a, prompt, true), StepOne(**loaded, b, prompt, true)),
+              1e-5f)
+        << (tied ? "bf16 tied" : "bf16");
+    (*made)->Release(a);
+    (*loaded)->Release(b);
   }
   ModelConfig bad;
   EXPECT_EQ(CudaModelRunner::CreateRandom(bad, 1, SmallPoolOptions()).status().code(),
@@ -630,6 +645,47 @@ TEST(ModelRunnerFactory, CudaRunsWithADeviceAndIsRefusedWithout) {
   EXPECT_NE(dynamic_cast<CpuModelRunner*>(cpu->get()), nullptr);
   EXPECT_EQ(ParseDevice("gpu").status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(*ParseDevice("cuda"), Device::kCuda);
+}
+
+// h2o's O(n^2) scoring kernel takes prompts up to 16384 tokens: a longer one is Unimplemented
+// with nothing changed; 16384 itself runs.
+TEST_F(CudaModelsTest, H2oRefusesPromptsOver16kTokens) {
+  RandomModelSpec spec;
+  spec.num_layers = 1;
+  spec.dim = 64;
+  spec.num_heads = 4;
+  spec.num_kv_heads = 2;
+  spec.ffn_dim = 96;
+  spec.vocab_size = 300;
+  spec.context_length = 32768;
+  const std::string path = (dir_ / "h2o.gguf").string();
+  ASSERT_TRUE(WriteRandomModel(spec, path).ok());
+  auto w = ModelWeights::Open(path);
+  ASSERT_TRUE(w.ok()) << w.status();
+  RunnerOptions o = SmallPoolOptions();
+  o.block_size = 16;
+  auto gpu = CudaModelRunner::Create(**w, o);
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  KvPolicy h2o;
+  h2o.method = KvMethod::kH2o;
+  h2o.budget = 64;
+  for (int64_t n : {int64_t{16385}, int64_t{16384}}) {
+    std::vector<int32_t> prompt(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) prompt[static_cast<size_t>(i)] = (i * 31 + 3) % 300;
+    SequenceKv kv = (*gpu)->NewSequence();
+    StepSequence s{&kv, prompt, false, &h2o};
+    std::vector<float> logits;
+    const absl::Status st = (*gpu)->Step({&s, 1}, logits);
+    if (n > 16384) {
+      EXPECT_EQ(st.code(), absl::StatusCode::kUnimplemented) << st;
+      EXPECT_EQ(kv.num_positions(), 0);
+      EXPECT_EQ((*gpu)->pool().num_free(), (*gpu)->pool().num_blocks());
+    } else {
+      EXPECT_TRUE(st.ok()) << st;
+      EXPECT_EQ(kv.layer_length(0), 64);
+    }
+    (*gpu)->Release(kv);
+  }
 }
 
 }  // namespace

@@ -14,9 +14,9 @@ p = trained seconds / (--minutes * 60), so the run fits a wall-clock budget:
                      Copy drills (random token strings repeated, see drill()) replace 50% of the samples
                      in phase 0 and 25% in phase 1.
   extension          --extend M continues a finished run for M more minutes in phase 3 (long contexts:
-                     75% L in [1536, 2048], else [256, 1536]; 40% of needle depths drawn from the first half
-                     of the haystack, i.e. far from the question), learning rate cosine from --lr to --lr/10
-                     over the extension.
+                     75% L in [1536, 2048], else [256, 1536]; --far-prob (default 40%) of needle depths
+                     drawn from the first half of the haystack, i.e. far from the question), learning rate
+                     cosine from --lr to --lr/10 over the extension. --new-extension starts another one.
   learning rate      linear warmup (--warmup steps), cosine from --lr to --lr/10.
 Checkpoints (model, optimizer, step, trained time, phase) are written atomically every --ckpt-minutes.
 """
@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fixture_data import FixtureSampler, Tokenizer, load_corpus  # noqa: E402
-from model import Config, Llama  # noqa: E402
+from train_common import add_shape_args, load_or_init, open_run  # noqa: E402
 
 
 def length_for(phase, rng):
@@ -160,44 +160,28 @@ def main():
                     help="weight of the question -> needle attention loss (focus_loss)")
     ap.add_argument("--extend", type=float, default=0.0,
                     help="minutes to continue a finished run in phase 3 (see extension above)")
+    ap.add_argument("--new-extension", action="store_true",
+                    help="start a new --extend window at the checkpoint's trained time (a second extension)")
+    ap.add_argument("--far-prob", type=float, default=0.4,
+                    help="phase 3: probability that a needle depth is drawn from the haystack's first half")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="cpu or cuda (a GPU makes this minutes)")
     ap.add_argument("--ckpt-minutes", type=float, default=3.0)
     ap.add_argument("--seed", type=int, default=1234)
-    ap.add_argument("--dim", type=int, default=128)
-    ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--heads", type=int, default=4)
-    ap.add_argument("--kv-heads", type=int, default=2)
-    ap.add_argument("--ffn", type=int, default=384)
+    add_shape_args(ap, dim=128, layers=4, heads=4, kv_heads=2, ffn=384)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    os.makedirs(args.out, exist_ok=True)
-    ckpt_path = os.path.join(args.out, "ckpt.pt")
-    log = open(os.path.join(args.out, "log.txt"), "a")
-
-    def say(msg):
-        print(msg, flush=True)
-        log.write(msg + "\n")
-        log.flush()
-
-    cfg = Config(dim=args.dim, n_layers=args.layers, n_heads=args.heads, n_kv_heads=args.kv_heads,
-                 ffn_dim=args.ffn)
-    model = Llama(cfg)
+    ckpt_path, say = open_run(args.out)
+    model, opt, ck = load_or_init(
+        ckpt_path, args, lambda p: torch.optim.AdamW(p, lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01),
+        args.device)
+    cfg = model.c
     step, trained_s, phase, em_hist = 0, 0.0, 0, []
-    if os.path.exists(ckpt_path):
-        ck = torch.load(ckpt_path, map_location="cpu")
-        cfg = Config(**ck["config"])
-        model = Llama(cfg)
-        model.load_state_dict(ck["model"])
-        model.to(args.device)
-        opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
-        opt.load_state_dict(ck["opt"])
+    if ck:
         step, trained_s = ck["step"], ck["trained_s"]
         phase, em_hist = ck.get("phase", 0), ck.get("em_hist", [])
         say("resumed at step %d, %.1f min trained" % (step, trained_s / 60))
     else:
-        model.to(args.device)
-        opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
         say("config %s, %d params, args %s" % (json.dumps(cfg.to_dict()), model.num_params(), vars(args)))
     tok = Tokenizer()
     docs = load_corpus(tok, "train", os.path.dirname(os.path.abspath(args.out)))
@@ -206,7 +190,9 @@ def main():
     budget = args.minutes * 60.0
     ext_start = None
     if args.extend > 0:
-        ext_start = (ck.get("ext_start") or trained_s) if os.path.exists(ckpt_path) else 0.0
+        ext_start = (ck.get("ext_start") or trained_s) if ck else 0.0
+        if args.new_extension:
+            ext_start = trained_s
         budget = ext_start + args.extend * 60.0
         if phase != 3:
             phase = 3
@@ -237,7 +223,7 @@ def main():
         L = length_for(phase, rng)
         B = max(1, (args.tokens if phase == 0 else 2 * args.tokens) // L)
         copy_spans = max(2, L // 40) if phase == 0 else (2 if phase == 1 else 0)
-        sampler.far_prob = 0.4 if phase == 3 else 0.0
+        sampler.far_prob = args.far_prob if phase == 3 else 0.0
         sampler.city_prob = 0.3 if phase == 0 else 1.0
         sampler.single_prob = 0.8 if phase == 0 else 0.6
         drill_frac = 0.4 if phase == 0 else (0.2 if phase == 1 else 0.05)

@@ -15,7 +15,6 @@ import argparse
 import glob
 import math
 import os
-import random
 import sys
 import time
 
@@ -25,7 +24,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fixture_data import BOS, SHARED, Tokenizer  # noqa: E402
-from model import Config, Llama  # noqa: E402
+from train_common import add_shape_args, load_or_init, open_run  # noqa: E402
 
 HELD_OUT = 0.05
 
@@ -103,37 +102,18 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--ckpt-minutes", type=float, default=5.0)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--dim", type=int, default=192)
-    ap.add_argument("--layers", type=int, default=6)
-    ap.add_argument("--heads", type=int, default=6)
-    ap.add_argument("--kv-heads", type=int, default=2)
-    ap.add_argument("--ffn", type=int, default=512)
+    add_shape_args(ap, dim=192, layers=6, heads=6, kv_heads=2, ffn=512)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    os.makedirs(args.out, exist_ok=True)
-    ckpt_path = os.path.join(args.out, "ckpt.pt")
-    log = open(os.path.join(args.out, "log.txt"), "a")
-
-    def say(msg):
-        print(msg, flush=True)
-        log.write(msg + "\n")
-        log.flush()
-
+    ckpt_path, say = open_run(args.out)
     tok = Tokenizer()
     train, held = load_splits(tok, os.path.dirname(os.path.abspath(args.out)))
-    cfg = Config(dim=args.dim, n_layers=args.layers, n_heads=args.heads, n_kv_heads=args.kv_heads,
-                 ffn_dim=args.ffn)
-    model = Llama(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1)
+    model, opt, ck = load_or_init(
+        ckpt_path, args, lambda p: torch.optim.AdamW(p, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1))
+    cfg = model.c
     step, trained_s = 0, 0.0
-    if os.path.exists(ckpt_path):
-        ck = torch.load(ckpt_path, map_location="cpu")
-        cfg = Config(**ck["config"])
-        model = Llama(cfg)
-        model.load_state_dict(ck["model"])
-        opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1)
-        opt.load_state_dict(ck["opt"])
+    if ck:
         step, trained_s = ck["step"], ck["trained_s"]
         say("resumed at step %d, %.1f min trained" % (step, trained_s / 60))
     else:
