@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/cuda_copy_bandwidth.h"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/kv_compress.h"
@@ -20,32 +21,16 @@ namespace {
 
 using namespace funnel::cuda;
 
-#define CHECK(expr)                                                                      \
-  do {                                                                                   \
-    const int e_ = (expr);                                                               \
-    if (e_ != 0) {                                                                       \
-      std::fprintf(stderr, "%s failed: %s\n", #expr, ErrorString(e_));                   \
-      std::exit(1);                                                                      \
-    }                                                                                    \
+#define CHECK(expr)                                                    \
+  do {                                                                 \
+    const int e_ = (expr);                                             \
+    if (e_ != 0) {                                                     \
+      std::fprintf(stderr, "%s failed: %s\n", #expr, ErrorString(e_)); \
+      std::exit(1);                                                    \
+    }                                                                  \
   } while (0)
 
 constexpr int kHeads = 32, kKvHeads = 8, kHeadDim = 128, kBlock = 16;
-
-double CopyBandwidthGBs() {
-  const size_t bytes = size_t{2} << 30;
-  void *a = nullptr, *b = nullptr;
-  CHECK(Malloc(&a, bytes));
-  CHECK(Malloc(&b, bytes));
-  CHECK(Memset(a, 1, bytes));
-  CHECK(CopyOnDevice(b, a, bytes));
-  Timer t;
-  t.Start();
-  for (int i = 0; i < 10; ++i) CHECK(CopyOnDevice(b, a, bytes));
-  const float ms = t.StopMs();
-  Free(a);
-  Free(b);
-  return 2.0 * bytes * 10 / (ms / 1000.0) / 1e9;  // read + write
-}
 
 // Median ms of one decode attention call over `reps`.
 float TimeDecode(int seqs, int len, int splits, float* pool, std::vector<float*> bufs, int reps) {
@@ -92,7 +77,9 @@ float TimeDecode(int seqs, int len, int splits, float* pool, std::vector<float*>
 // One layer's compression at the end of a `n`-token prefill: window scores (W = 8), max pooling
 // (kernel 7) + group average, top-(budget - 8) per KV head with the window.
 void BenchCompression() {
-  std::printf("\n| prompt tokens | budget | window scores ms | pool+avg ms | top-k ms | total ms/layer |\n");
+  std::printf(
+      "\n| prompt tokens | budget | window scores ms | pool+avg ms | top-k ms | total ms/layer "
+      "|\n");
   std::printf("|---|---|---|---|---|---|\n");
   for (int64_t n : {8192, 32768, 131072}) {
     const int64_t w = 8, prefix = n - w;
@@ -114,7 +101,8 @@ void BenchCompression() {
       float ms[3] = {0, 0, 0};
       for (int rep = 0; rep < 4; ++rep) {  // first round warms up
         t.Start();
-        CHECK(LaunchWindowScores(q, keys, n, w, kHeads, kKvHeads, kHeadDim, 0.088f, scores, nullptr));
+        CHECK(
+            LaunchWindowScores(q, keys, n, w, kHeads, kKvHeads, kHeadDim, 0.088f, scores, nullptr));
         const float a = t.StopMs();
         t.Start();
         CHECK(LaunchPoolAndAverage(scores, prefix, kHeads, kKvHeads, 7, true, avg, nullptr));
@@ -144,8 +132,12 @@ void BenchCompression() {
 void BenchGemm() {
   Blas* raw = nullptr;
   CHECK(Blas::Create(nullptr, &raw));
-  std::printf("\n| rows x cols (weight) | tokens | ms | TFLOP/s (bf16 in, fp32 acc) |\n|---|---|---|---|\n");
-  struct S { int64_t rows, cols, tokens; };
+  std::printf(
+      "\n| rows x cols (weight) | tokens | ms | TFLOP/s (bf16 in, fp32 acc) "
+      "|\n|---|---|---|---|\n");
+  struct S {
+    int64_t rows, cols, tokens;
+  };
   for (S s : {S{4096, 4096, 8192}, S{14336, 4096, 8192}, S{4096, 14336, 8192}, S{4096, 4096, 64}}) {
     uint16_t *w = nullptr, *x = nullptr;
     float* y = nullptr;
@@ -179,6 +171,10 @@ int main() {
     return 1;
   }
   const double bw = CopyBandwidthGBs();
+  if (bw <= 0.0) {
+    std::fprintf(stderr, "could not allocate the copy-bandwidth buffers\n");
+    return 1;
+  }
   std::printf("device-to-device copy bandwidth: %.0f GB/s (read + write)\n", bw);
   const size_t block_floats = size_t{2} * kKvHeads * kBlock * kHeadDim;
   const size_t max_entries = size_t{64} * 8192;
@@ -191,7 +187,8 @@ int main() {
   for (int i = 0; i < 2; ++i) CHECK(Malloc(reinterpret_cast<void**>(&bufs[i]), q_floats * 4));
   CHECK(Malloc(reinterpret_cast<void**>(&bufs[2]), q_floats / kHeadDim * 64 * (kHeadDim + 2) * 4));
   CHECK(Memset(bufs[0], 0, q_floats * 4));
-  std::printf("\n| batch | entries/seq (layer) | splits | ms/call | KV GB read | GB/s | %% of copy bw |\n");
+  std::printf(
+      "\n| batch | entries/seq (layer) | splits | ms/call | KV GB read | GB/s | %% of copy bw |\n");
   std::printf("|---|---|---|---|---|---|---|\n");
   for (int seqs : {1, 16, 64}) {
     for (int len : {8192, 2048, 128}) {
@@ -202,7 +199,8 @@ int main() {
                   gb / (ms / 1000.0), 100.0 * gb / (ms / 1000.0) / (bw / 2));
     }
   }
-  std::printf("\n(8192 entries = a full 8K context; 2048 and 128 = PyramidKV budgets B per layer.)\n");
+  std::printf(
+      "\n(8192 entries = a full 8K context; 2048 and 128 = PyramidKV budgets B per layer.)\n");
   Free(pool);
   for (float* b : bufs) Free(b);
   BenchCompression();

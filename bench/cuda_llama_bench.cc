@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "bench/cuda_copy_bandwidth.h"
 #include "kernels/cpu/random_fill.h"
 #include "kernels/cuda/device.h"
 #include "runtime/exec/cpu_model_runner.h"
@@ -92,22 +93,6 @@ double Seconds(std::chrono::steady_clock::time_point since) {
 void Die(const absl::Status& s, const char* what) {
   std::fprintf(stderr, "%s: %s\n", what, s.ToString().c_str());
   std::exit(1);
-}
-
-// Device copy bandwidth in GB/s (bytes read + written per second), 2 GiB buffers.
-double CopyBandwidthGBs() {
-  const size_t bytes = size_t{2} << 30;
-  void *a = nullptr, *b = nullptr;
-  if (cuda::Malloc(&a, bytes) != 0 || cuda::Malloc(&b, bytes) != 0) return 0.0;
-  cuda::Memset(a, 1, bytes);
-  cuda::CopyOnDevice(b, a, bytes);
-  cuda::Timer t;
-  t.Start();
-  for (int i = 0; i < 10; ++i) cuda::CopyOnDevice(b, a, bytes);
-  const float ms = t.StopMs();
-  cuda::Free(a);
-  cuda::Free(b);
-  return 2.0 * bytes * 10 / (ms / 1000.0) / 1e9;
 }
 
 std::vector<int32_t> RandomIds(int64_t n, int32_t vocab, uint64_t seed) {
@@ -328,7 +313,7 @@ int Main(int argc, char** argv) {
       std::fprintf(stderr, "no CUDA device: %s\n", cuda::ErrorString(e));
       return 1;
     }
-    copy_gbs = CopyBandwidthGBs();
+    copy_gbs = cuda::CopyBandwidthGBs();
     runner = CudaModelRunner::CreateRandom(Llama3Shape(args.layers), 1, options);
   }
   if (!runner.ok()) Die(runner.status(), "creating the runner");

@@ -529,9 +529,10 @@ absl::Status CudaModelRunner::RunLayer(int32_t layer, std::span<const StepSequen
   float* x = x_.as<float>();
   float* xn = xn_.as<float>();
   CUDA_TRY(cuda::LaunchRmsNorm(x, w.attn_norm, xn, n, dim, c.rms_norm_eps, stream_));
-  RETURN_IF_ERROR(Project(w.wq, w.bq, q_dim, dim, xn, q_.as<float>()));
-  RETURN_IF_ERROR(Project(w.wk, w.bk, kv_dim, dim, xn, k_.as<float>()));
-  RETURN_IF_ERROR(Project(w.wv, w.bv, kv_dim, dim, xn, v_.as<float>()));
+  ASSIGN_OR_RETURN(const void* in, ProductInput(xn, n * dim));  // shared by q, k and v
+  RETURN_IF_ERROR(Project(w.wq, w.bq, q_dim, dim, in, q_.as<float>()));
+  RETURN_IF_ERROR(Project(w.wk, w.bk, kv_dim, dim, in, k_.as<float>()));
+  RETURN_IF_ERROR(Project(w.wv, w.bv, kv_dim, dim, in, v_.as<float>()));
   const int32_t* positions = device_i32(positions_at_);
   CUDA_TRY(cuda::LaunchRopeWithFrequencies(q_.as<float>(), positions, n, c.num_heads, c.head_dim,
                                            c.rope_dim, inv_freq_, half, stream_));
@@ -540,39 +541,50 @@ absl::Status CudaModelRunner::RunLayer(int32_t layer, std::span<const StepSequen
   RETURN_IF_ERROR(WriteKv(layer, batch));
   RETURN_IF_ERROR(Attention(layer, batch));
   RETURN_IF_ERROR(CompressLayer(layer, batch));
-  RETURN_IF_ERROR(MatMul(w.wo, attn_.as<float>(), dim, q_dim, n, x, true));  // x += wo·a
+  ASSIGN_OR_RETURN(in, ProductInput(attn_.as<float>(), n * q_dim));
+  RETURN_IF_ERROR(MatMul(w.wo, in, dim, q_dim, n, x, true));  // x += wo·a
   CUDA_TRY(cuda::LaunchRmsNorm(x, w.ffn_norm, xn, n, dim, c.rms_norm_eps, stream_));
   float* gate = gate_.as<float>();
-  RETURN_IF_ERROR(MatMul(w.w_gate, xn, c.ffn_dim, dim, n, gate, false));
-  RETURN_IF_ERROR(MatMul(w.w_up, xn, c.ffn_dim, dim, n, up_.as<float>(), false));
+  ASSIGN_OR_RETURN(in, ProductInput(xn, n * dim));  // shared by gate and up
+  RETURN_IF_ERROR(MatMul(w.w_gate, in, c.ffn_dim, dim, n, gate, false));
+  RETURN_IF_ERROR(MatMul(w.w_up, in, c.ffn_dim, dim, n, up_.as<float>(), false));
   CUDA_TRY(cuda::LaunchSwiGlu(gate, up_.as<float>(), gate, n * c.ffn_dim, stream_));
-  RETURN_IF_ERROR(MatMul(w.w_down, gate, dim, c.ffn_dim, n, x, true));  // x += down·g
+  ASSIGN_OR_RETURN(in, ProductInput(gate, n * c.ffn_dim));
+  RETURN_IF_ERROR(MatMul(w.w_down, in, dim, c.ffn_dim, n, x, true));  // x += down·g
   return absl::OkStatus();
 }
 
 // out[rows, out_dim] = in[rows, in_dim] · w^T (+ bias, broadcast through a rank-1 product with
 // a column of ones, so that no extra kernel is needed).
 absl::Status CudaModelRunner::Project(const void* w, const float* bias, int64_t out_dim,
-                                      int64_t in_dim, const float* in, float* out) {
+                                      int64_t in_dim, const void* in, float* out) {
   if (bias == nullptr) return MatMul(w, in, out_dim, in_dim, num_rows_, out, false);
   BLAS_TRY(blas_->MatMulF32(bias, ones_.as<float>(), out_dim, 1, num_rows_, out));
   return MatMul(w, in, out_dim, in_dim, num_rows_, out, true);
 }
 
-// out (+)= in · w^T with fp32 accumulation. bf16 weights: `in` is rounded to bf16 first (x16_).
-absl::Status CudaModelRunner::MatMul(const void* w, const float* in, int64_t rows, int64_t cols,
+// A product's input [count] as the weights take it: `in` itself (fp32 weights), or its bf16
+// rounding in x16_, valid until the next call.
+absl::StatusOr<const void*> CudaModelRunner::ProductInput(const float* in, int64_t count) {
+  if (!bf16_) return in;
+  CUDA_TRY(cuda::LaunchF32ToBf16(in, x16_.as<uint16_t>(), count, stream_));
+  return x16_.as<const void>();
+}
+
+// out (+)= in · w^T with fp32 accumulation; `in` from ProductInput.
+absl::Status CudaModelRunner::MatMul(const void* w, const void* in, int64_t rows, int64_t cols,
                                      int64_t tokens, float* out, bool accumulate) {
   if (!bf16_) {
     const auto* wf = static_cast<const float*>(w);
-    BLAS_TRY(accumulate ? blas_->MatMulF32Accumulate(wf, in, rows, cols, tokens, out)
-                        : blas_->MatMulF32(wf, in, rows, cols, tokens, out));
+    const auto* xf = static_cast<const float*>(in);
+    BLAS_TRY(accumulate ? blas_->MatMulF32Accumulate(wf, xf, rows, cols, tokens, out)
+                        : blas_->MatMulF32(wf, xf, rows, cols, tokens, out));
     return absl::OkStatus();
   }
   const auto* wb = static_cast<const uint16_t*>(w);
-  uint16_t* in16 = x16_.as<uint16_t>();
-  CUDA_TRY(cuda::LaunchF32ToBf16(in, in16, tokens * cols, stream_));
-  BLAS_TRY(accumulate ? blas_->MatMulBf16Accumulate(wb, in16, rows, cols, tokens, out)
-                      : blas_->MatMulBf16(wb, in16, rows, cols, tokens, out));
+  const auto* xb = static_cast<const uint16_t*>(in);
+  BLAS_TRY(accumulate ? blas_->MatMulBf16Accumulate(wb, xb, rows, cols, tokens, out)
+                      : blas_->MatMulBf16(wb, xb, rows, cols, tokens, out));
   return absl::OkStatus();
 }
 
@@ -787,7 +799,8 @@ absl::Status CudaModelRunner::ComputeLogits(std::vector<float>& logits) {
   CUDA_TRY(cuda::LaunchEmbeddingGather(x_.as<float>(), device_i32(logit_rows_at_), xn, rows, c.dim,
                                        stream_));
   CUDA_TRY(cuda::LaunchRmsNorm(xn, output_norm_, xn, rows, c.dim, c.rms_norm_eps, stream_));
-  RETURN_IF_ERROR(MatMul(output_, xn, c.vocab_size, c.dim, rows, logits_.as<float>(), false));
+  ASSIGN_OR_RETURN(const void* in, ProductInput(xn, rows * c.dim));
+  RETURN_IF_ERROR(MatMul(output_, in, c.vocab_size, c.dim, rows, logits_.as<float>(), false));
   logits.resize(static_cast<size_t>(rows * c.vocab_size));
   auto stream = static_cast<cudaStream_t>(stream_);
   CUDA_TRY(cudaMemcpyAsync(logits.data(), logits_.as<float>(), logits.size() * sizeof(float),

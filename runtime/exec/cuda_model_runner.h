@@ -128,9 +128,10 @@ class CudaModelRunner final : public ModelRunner {
   void AppendTables(std::span<const StepSequence> batch, int32_t layer);
   absl::Status ReserveScratch(std::span<const StepSequence> batch);
   absl::Status RunLayer(int32_t layer, std::span<const StepSequence> batch);
+  absl::StatusOr<const void*> ProductInput(const float* in, int64_t count);
   absl::Status Project(const void* w, const float* bias, int64_t out_dim, int64_t in_dim,
-                       const float* in, float* out);
-  absl::Status MatMul(const void* w, const float* in, int64_t rows, int64_t cols, int64_t tokens,
+                       const void* in, float* out);
+  absl::Status MatMul(const void* w, const void* in, int64_t rows, int64_t cols, int64_t tokens,
                       float* out, bool accumulate);
   absl::Status WriteKv(int32_t layer, std::span<const StepSequence> batch);
   absl::Status ReadBackPrefix(size_t s, int32_t layer, std::span<const StepSequence> batch);

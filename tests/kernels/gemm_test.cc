@@ -16,6 +16,23 @@ namespace {
 
 using testing::DeviceVector;
 
+// |y - ref| <= 1e-5 sum_c |w[r, c] x[t, c]| + 1e-6 |y0| + 1e-6 per output: the error of an fp32
+// sum in another order (the reference sums in double), growing with the terms' magnitudes.
+void ExpectWithinProductError(const std::vector<float>& y, const std::vector<float>& ref,
+                              const std::vector<float>& w, const std::vector<float>& x,
+                              const std::vector<float>& y0, int64_t rows, int64_t cols,
+                              int64_t tokens, const char* what) {
+  for (int64_t t = 0; t < tokens; ++t) {
+    for (int64_t r = 0; r < rows; ++r) {
+      double mag = 0;
+      for (int64_t c = 0; c < cols; ++c) mag += std::fabs(w[r * cols + c] * x[t * cols + c]);
+      const size_t i = static_cast<size_t>(t * rows + r);
+      ASSERT_NEAR(y[i], ref[i], 1e-5 * mag + 1e-6 * std::fabs(y0[i]) + 1e-6)
+          << what << " " << rows << "x" << cols << "x" << tokens;
+    }
+  }
+}
+
 TEST(CudaGemm, MatchesCpuForF32AndBf16) {
   FUNNEL_SKIP_WITHOUT_GPU();
   cuda::Blas* raw = nullptr;
@@ -48,34 +65,8 @@ TEST(CudaGemm, MatchesCpuForF32AndBf16) {
         ASSERT_EQ(blas->MatMulF32(dw.get(), dx.get(), s.rows, s.cols, s.tokens, dy.get()), 0);
       }
       ASSERT_EQ(cuda::Synchronize(), 0);
-      auto y = dy.ToHost();
-      // Error bound relative to sum |w||x| of each output (fp32 accumulation order differs).
-      for (int64_t t = 0; t < s.tokens; ++t) {
-        for (int64_t r = 0; r < s.rows; ++r) {
-          double mag = 0;
-          for (int64_t c = 0; c < s.cols; ++c)
-            mag += std::fabs(w[r * s.cols + c] * x[t * s.cols + c]);
-          ASSERT_NEAR(y[t * s.rows + r], ref[t * s.rows + r], 1e-5 * mag + 1e-6)
-              << s.rows << "x" << s.cols << "x" << s.tokens << " bf16 " << bf16;
-        }
-      }
-    }
-  }
-}
-
-// |y - ref| <= 1e-5 sum_c |w[r, c] x[t, c]| + 1e-6 |y0| + 1e-6 per output: the error of an fp32
-// sum in another order (the reference sums in double), growing with the terms' magnitudes.
-void ExpectWithinProductError(const std::vector<float>& y, const std::vector<float>& ref,
-                              const std::vector<float>& w, const std::vector<float>& x,
-                              const std::vector<float>& y0, int64_t rows, int64_t cols,
-                              int64_t tokens, const char* what) {
-  for (int64_t t = 0; t < tokens; ++t) {
-    for (int64_t r = 0; r < rows; ++r) {
-      double mag = 0;
-      for (int64_t c = 0; c < cols; ++c) mag += std::fabs(w[r * cols + c] * x[t * cols + c]);
-      const size_t i = static_cast<size_t>(t * rows + r);
-      ASSERT_NEAR(y[i], ref[i], 1e-5 * mag + 1e-6 * std::fabs(y0[i]) + 1e-6)
-          << what << " " << rows << "x" << cols << "x" << tokens;
+      ExpectWithinProductError(dy.ToHost(), ref, w, x, std::vector<float>(ref.size(), 0.0f), s.rows,
+                               s.cols, s.tokens, bf16 ? "bf16" : "f32");
     }
   }
 }
