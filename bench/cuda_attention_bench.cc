@@ -1,6 +1,7 @@
 // funnel-bench-cuda-attention: paged decode attention on the GPU against the HBM bound.
 //
-// Llama-3-8B attention shape (32 query heads, 8 KV heads, head_dim 128), fp32 KV, block 16.
+// Llama-3-8B attention shape (32 query heads, 8 KV heads, head_dim 128), fp32 and bf16 KV,
+// block 16.
 // For each batch size and context length (all sequences the same length, K/V filled
 // synthetically), times one decode attention call for one layer and compares the bytes it must
 // read (K and V of every entry) with the measured device-to-device copy bandwidth. Also shows
@@ -33,7 +34,8 @@ using namespace funnel::cuda;
 constexpr int kHeads = 32, kKvHeads = 8, kHeadDim = 128, kBlock = 16;
 
 // Median ms of one decode attention call over `reps`.
-float TimeDecode(int seqs, int len, int splits, float* pool, std::vector<float*> bufs, int reps) {
+float TimeDecode(int seqs, int len, int splits, const void* pool, Dtype kv,
+                 std::vector<float*> bufs, int reps) {
   const int max_blocks = (len + kBlock - 1) / kBlock;
   std::vector<int32_t> tables(static_cast<size_t>(seqs) * max_blocks);
   for (size_t i = 0; i < tables.size(); ++i) tables[i] = static_cast<int32_t>(i);
@@ -51,6 +53,7 @@ float TimeDecode(int seqs, int len, int splits, float* pool, std::vector<float*>
   p.num_kv_heads = kKvHeads;
   p.head_dim = kHeadDim;
   p.pool = pool;
+  p.kv_dtype = kv;
   p.block_size = kBlock;
   p.block_tables = dtables;
   p.max_blocks_per_seq = max_blocks;
@@ -146,10 +149,11 @@ void BenchGemm() {
     CHECK(Malloc(reinterpret_cast<void**>(&y), size_t(s.tokens) * s.rows * 4));
     CHECK(Memset(w, 0, size_t(s.rows) * s.cols * 2));
     CHECK(Memset(x, 0, size_t(s.tokens) * s.cols * 2));
-    CHECK(raw->MatMulBf16(w, x, s.rows, s.cols, s.tokens, y));
+    CHECK(raw->MatMul16(Dtype::kBf16, w, x, s.rows, s.cols, s.tokens, y));
     Timer t;
     t.Start();
-    for (int i = 0; i < 10; ++i) CHECK(raw->MatMulBf16(w, x, s.rows, s.cols, s.tokens, y));
+    for (int i = 0; i < 10; ++i)
+      CHECK(raw->MatMul16(Dtype::kBf16, w, x, s.rows, s.cols, s.tokens, y));
     const float ms = t.StopMs() / 10;
     std::printf("| %lld x %lld | %lld | %.3f | %.0f |\n", static_cast<long long>(s.rows),
                 static_cast<long long>(s.cols), static_cast<long long>(s.tokens), ms,
@@ -188,15 +192,20 @@ int main() {
   CHECK(Malloc(reinterpret_cast<void**>(&bufs[2]), q_floats / kHeadDim * 64 * (kHeadDim + 2) * 4));
   CHECK(Memset(bufs[0], 0, q_floats * 4));
   std::printf(
-      "\n| batch | entries/seq (layer) | splits | ms/call | KV GB read | GB/s | %% of copy bw |\n");
-  std::printf("|---|---|---|---|---|---|---|\n");
-  for (int seqs : {1, 16, 64}) {
-    for (int len : {8192, 2048, 128}) {
-      const int splits = std::max(1, std::min(64, len / 256 * (seqs == 1 ? 4 : 1)));
-      const float ms = TimeDecode(seqs, len, splits, pool, bufs, 20);
-      const double gb = static_cast<double>(seqs) * len * kKvHeads * kHeadDim * 2 * 4 / 1e9;
-      std::printf("| %d | %d | %d | %.4f | %.4f | %.0f | %.0f%% |\n", seqs, len, splits, ms, gb,
-                  gb / (ms / 1000.0), 100.0 * gb / (ms / 1000.0) / (bw / 2));
+      "\n| KV | batch | entries/seq (layer) | splits | ms/call | KV GB read | GB/s | %% of copy bw "
+      "|\n");
+  std::printf("|---|---|---|---|---|---|---|---|\n");
+  for (Dtype kv : {Dtype::kF32, Dtype::kBf16}) {  // the same zeroed pool, read as either
+    for (int seqs : {1, 16, 64}) {
+      for (int len : {8192, 2048, 128}) {
+        const int splits = std::max(1, std::min(64, len / 256 * (seqs == 1 ? 4 : 1)));
+        const float ms = TimeDecode(seqs, len, splits, pool, kv, bufs, 20);
+        const double gb = static_cast<double>(seqs) * len * kKvHeads * kHeadDim * 2 *
+                          static_cast<double>(DtypeBytes(kv)) / 1e9;
+        std::printf("| %s | %d | %d | %d | %.4f | %.4f | %.0f | %.0f%% |\n",
+                    kv == Dtype::kF32 ? "f32" : "bf16", seqs, len, splits, ms, gb,
+                    gb / (ms / 1000.0), 100.0 * gb / (ms / 1000.0) / (bw / 2));
+      }
     }
   }
   std::printf(

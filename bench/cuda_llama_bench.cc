@@ -47,7 +47,8 @@ struct Args {
   int32_t layers = 32;
   int32_t steps = 8;
   int64_t context = 8192;
-  DeviceWeights weights = DeviceWeights::kBf16;
+  DeviceDtype weights = DeviceDtype::kBf16;
+  DeviceDtype kv = DeviceDtype::kBf16;
   bool cpu_rehearsal = false;
 };
 
@@ -166,7 +167,7 @@ std::vector<SequenceKv> FillContexts(ModelRunner& runner, const KvPolicy& policy
 }
 
 // Bytes one decode step reads: every weight matrix once (`weight_bytes` per element), every
-// stored K/V entry of the batch.
+// stored K/V entry of the batch (runner.entry_bytes() each).
 double StepBytes(const ModelRunner& runner, double weight_bytes,
                  const std::vector<SequenceKv>& seqs, int batch) {
   const ModelConfig& c = runner.config();
@@ -174,7 +175,7 @@ double StepBytes(const ModelRunner& runner, double weight_bytes,
                            2.0 * c.dim * c.num_kv_heads * c.head_dim + 3.0 * c.dim * c.ffn_dim;
   double bytes =
       weight_bytes * (per_layer * c.num_layers + static_cast<double>(c.vocab_size) * c.dim);
-  const double entry_bytes = 4.0 * static_cast<double>(runner.entry_floats());
+  const double entry_bytes = static_cast<double>(runner.entry_bytes());
   for (int i = 0; i < batch; ++i) {
     for (int32_t l = 0; l < c.num_layers; ++l) {
       bytes += entry_bytes * static_cast<double>(seqs[static_cast<size_t>(i)].layer_length(l));
@@ -207,7 +208,7 @@ void BenchDecode(ModelRunner& runner, const Args& args, double copy_gbs) {
           tokens[static_cast<size_t>(i)] = (step * 7919 + i) % runner.config().vocab_size;
           b.push_back({&seqs[static_cast<size_t>(i)], {&tokens[static_cast<size_t>(i)], 1}});
         }
-        bytes = StepBytes(runner, args.weights == DeviceWeights::kBf16 ? 2.0 : 4.0, seqs, batch);
+        bytes = StepBytes(runner, args.weights == DeviceDtype::kF32 ? 4.0 : 2.0, seqs, batch);
         const auto t0 = std::chrono::steady_clock::now();
         if (absl::Status st = runner.Step(b, logits); !st.ok()) Die(st, "decode");
         if (step > 0) ms.push_back(1000.0 * Seconds(t0));
@@ -263,10 +264,10 @@ Args ParseArgs(int argc, char** argv) {
       a.steps = std::atoi(argv[++i]);
     } else if (std::strcmp(flag, "--context") == 0) {
       a.context = std::atoll(argv[++i]);
-    } else if (std::strcmp(flag, "--weights") == 0) {
-      const absl::StatusOr<DeviceWeights> w = ParseDeviceWeights(argv[++i]);
-      ok = w.ok();
-      if (ok) a.weights = *w;
+    } else if (std::strcmp(flag, "--weights") == 0 || std::strcmp(flag, "--kv") == 0) {
+      const absl::StatusOr<DeviceDtype> t = ParseDeviceDtype(argv[++i]);
+      ok = t.ok();
+      if (ok) (flag[2] == 'w' ? a.weights : a.kv) = *t;
     } else {
       ok = false;
     }
@@ -274,7 +275,8 @@ Args ParseArgs(int argc, char** argv) {
   if (!ok || a.kv_gb <= 0 || a.layers < 1 || a.steps < 1 || a.context < 64) {
     std::fprintf(stderr,
                  "usage: %s [--kv-gb G > 0] [--layers L >= 1] [--steps S >= 1] "
-                 "[--context N >= 64] [--weights bf16|f32] [--cpu-rehearsal]\n",
+                 "[--context N >= 64] [--weights bf16|f16|f32] [--kv bf16|f16|f32] "
+                 "[--cpu-rehearsal]\n",
                  argv[0]);
     std::exit(2);
   }
@@ -287,7 +289,8 @@ int Main(int argc, char** argv) {
   const Args args = ParseArgs(argc, argv);
   RunnerOptions options;
   options.kv_cache_bytes = static_cast<int64_t>(args.kv_gb * 1e9);
-  options.device_weights = args.cpu_rehearsal ? DeviceWeights::kF32 : args.weights;
+  options.device_weights = args.cpu_rehearsal ? DeviceDtype::kF32 : args.weights;
+  options.kv_dtype = args.cpu_rehearsal ? DeviceDtype::kF32 : args.kv;
   const auto t0 = std::chrono::steady_clock::now();
   std::unique_ptr<ModelWeights> weights;
   absl::StatusOr<std::unique_ptr<ModelRunner>> runner;
@@ -318,9 +321,10 @@ int Main(int argc, char** argv) {
   }
   if (!runner.ok()) Die(runner.status(), "creating the runner");
   ModelRunner& r = **runner;
-  std::printf("# funnel-bench-cuda-llama%s: %s, %s weights, fp32 KV\n\n",
+  std::printf("# funnel-bench-cuda-llama%s: %s, %s weights, %s KV\n\n",
               args.cpu_rehearsal ? " (CPU rehearsal, not a GPU figure)" : "",
-              r.config().Summary().c_str(), DeviceWeightsName(options.device_weights));
+              r.config().Summary().c_str(), DeviceDtypeName(options.device_weights),
+              DeviceDtypeName(options.kv_dtype));
   std::printf(
       "weights made in %.1f s; device copy bandwidth %.0f GB/s (read + write); HBM bound ="
       " bytes read / that bandwidth\n",

@@ -25,7 +25,8 @@ constexpr char kUsage[] =
     "  [--chat] [--chat-template NAME]\n"
     "  [--temperature T] [--top-p P] [--top-k K] [--min-p P] [--repetition-penalty R]\n"
     "  [--presence-penalty P] [--frequency-penalty F] [--seed S] [--stop STR]... [--ignore-eos]\n"
-    "  [--device cpu|cuda] [--weights-dtype f32|bf16] [--threads N] [--kv-cache-bytes B]\n"
+    "  [--device cpu|cuda] [--weights-dtype f32|bf16|f16]\n"
+    "  [--kv-dtype f32|bf16|f16] [--threads N] [--kv-cache-bytes B]\n"
     "  [--json] [--dump-logits FILE]\n"
     "  [--kv-method full|pyramidkv|snapkv|streamingllm|h2o] [--kv-budget B | --kv-ratio R]\n"
     "  [--kv-window W] [--kv-pooling max|avg] [--kv-kernel K] [--kv-rounding exact|official]\n"
@@ -33,8 +34,10 @@ constexpr char kUsage[] =
     "tokenizer files). --chat sends the prompt as one user message through the model's chat\n"
     "template (recognised from the model files, or named with --chat-template; an unknown\n"
     "name lists the valid ones). --device cuda (default cpu) runs on the GPU; it needs a build\n"
-    "with CUDA and a usable device, else the command fails with status 2; --weights-dtype bf16\n"
-    "keeps its weight matrices in bf16 (half the memory; default f32).\n";
+    "with CUDA and a usable device, else the command fails with status 2; --weights-dtype "
+    "bf16|f16\n"
+    "keeps its weight matrices in 16 bits (half the memory; default f32), --kv-dtype bf16|f16\n"
+    "its KV cache (twice the tokens in the same bytes; default f32); both need --device cuda.\n";
 
 struct RunArgs {
   std::string model;
@@ -66,7 +69,7 @@ absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& s) {
 
 absl::StatusOr<RunArgs> ParseRunArgs(const std::vector<std::string>& argv) {
   CliSpec spec{{"model", "prompt", "prompt-ids", "threads", "kv-cache-bytes", "dump-logits",
-                "block-size", "chat-template", "device", "weights-dtype"},
+                "block-size", "chat-template", "device", "weights-dtype", "kv-dtype"},
                {"json", "chat"},
                {}};
   AddSamplingFlags(spec);
@@ -88,15 +91,19 @@ absl::StatusOr<RunArgs> ParseRunArgs(const std::vector<std::string>& argv) {
       return absl::InvalidArgumentError(absl::StrCat("--device: ", d.status().message()));
     r.device = *d;
   }
-  if (auto dtype = args.Get("weights-dtype")) {
-    absl::StatusOr<DeviceWeights> w = ParseDeviceWeights(*dtype);
-    if (!w.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("--weights-dtype: ", w.status().message()));
+  for (auto [flag, field] : {std::pair{"weights-dtype", &r.runner.device_weights},
+                             std::pair{"kv-dtype", &r.runner.kv_dtype}}) {
+    const auto name = args.Get(flag);
+    if (!name) continue;
+    absl::StatusOr<DeviceDtype> t = ParseDeviceDtype(*name);
+    if (!t.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--", flag, ": ", t.status().message()));
     }
-    if (*w != DeviceWeights::kF32 && r.device != Device::kCuda) {
-      return absl::InvalidArgumentError("--weights-dtype bf16 needs --device cuda");
+    if (*t != DeviceDtype::kF32 && r.device != Device::kCuda) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", flag, " ", *name, " needs --device cuda"));
     }
-    r.runner.device_weights = *w;
+    *field = *t;
   }
   ASSIGN_OR_RETURN(r.runner.num_threads, args.GetInt("threads", 2, 1, 256));
   ASSIGN_OR_RETURN(r.runner.block_size, args.GetInt("block-size", 16, 1, 1024));

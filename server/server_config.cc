@@ -34,8 +34,10 @@ const char kServerUsage[] =
     "  --admin-port-file PATH    write the bound admin port there once serving\n"
     "  --device cpu|cuda         compute backend (default cpu); cuda needs a build with CUDA\n"
     "                            and a usable GPU, else the server exits with status 2\n"
-    "  --weights-dtype f32|bf16  weight matrices on the GPU (default f32); bf16 halves their\n"
-    "                            memory and decode bandwidth. --device cuda only\n"
+    "  --weights-dtype f32|bf16|f16  weight matrices on the GPU (default f32); 16 bits halve\n"
+    "                            their memory and decode bandwidth. --device cuda only\n"
+    "  --kv-dtype f32|bf16|f16   KV cache on the GPU (default f32); 16 bits hold twice the\n"
+    "                            tokens in --kv-cache-bytes. --device cuda only\n"
     "  --threads N               CPU compute threads, 1 to 256 (default: all cores)\n"
     "  --kv-method M             default KV policy: full|pyramidkv|snapkv|streamingllm|h2o\n"
     "                            (default full)\n"
@@ -86,6 +88,7 @@ const std::set<std::string>& KnownFlags() {
                                                        "admin-port-file",
                                                        "device",
                                                        "weights-dtype",
+                                                       "kv-dtype",
                                                        "threads",
                                                        "kv-method",
                                                        "kv-budget",
@@ -177,9 +180,15 @@ absl::Status ParseEngine(const CommandLineFlags& f, ServerConfig& c) {
   }
   if (absl::Status s = c.runner.Validate(); !s.ok()) return s;
   RETURN_IF_ERROR(ParseEnumFlag(f, "device", ParseDevice, c.device));
-  RETURN_IF_ERROR(ParseEnumFlag(f, "weights-dtype", ParseDeviceWeights, c.runner.device_weights));
-  if (c.runner.device_weights != DeviceWeights::kF32 && c.device != Device::kCuda) {
-    return absl::InvalidArgumentError("--weights-dtype bf16 needs --device cuda");
+  RETURN_IF_ERROR(ParseEnumFlag(f, "weights-dtype", ParseDeviceDtype, c.runner.device_weights));
+  RETURN_IF_ERROR(ParseEnumFlag(f, "kv-dtype", ParseDeviceDtype, c.runner.kv_dtype));
+  if (c.runner.device_weights != DeviceDtype::kF32 && c.device != Device::kCuda) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--weights-dtype ", DeviceDtypeName(c.runner.device_weights), " needs --device cuda"));
+  }
+  if (c.runner.kv_dtype != DeviceDtype::kF32 && c.device != Device::kCuda) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--kv-dtype ", DeviceDtypeName(c.runner.kv_dtype), " needs --device cuda"));
   }
   EngineConfig& e = c.engine;
   RETURN_IF_ERROR(ParseKvDefaults(f, e.default_kv_policy));

@@ -1,7 +1,7 @@
-#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include "kernels/cpu/random_fill.h"
+#include "kernels/cuda/dtype.cuh"
 #include "kernels/cuda/elementwise.h"
 
 namespace funnel::cuda {
@@ -88,20 +88,30 @@ __global__ void FillUniformKernel(float* out, int64_t n, uint64_t seed, float bo
   }
 }
 
-__global__ void F32ToBf16Kernel(const float* in, uint16_t* out, int64_t n) {
+template <Dtype D>
+__global__ void ConvertKernel(const float* in, void* out_bits, int64_t n) {
+  auto* out = static_cast<typename Storage<D>::T*>(out_bits);
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
-    out[i] = __bfloat16_as_ushort(__float2bfloat16_rn(in[i]));
+    Storage<D>::Store(out + i, in[i]);
   }
 }
 
-__global__ void GatherBf16Kernel(const uint16_t* table, const int32_t* ids, float* out,
-                                 int64_t dim) {
-  const uint16_t* src = table + static_cast<int64_t>(ids[blockIdx.x]) * dim;
-  float* dst = out + blockIdx.x * dim;
-  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
-    dst[i] = __bfloat162float(__ushort_as_bfloat16(src[i]));
+template <Dtype D>
+__global__ void RoundTripKernel(float* x, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    x[i] = RoundTrip<D>(x[i]);
   }
+}
+
+template <Dtype D>
+__global__ void GatherTypedKernel(const void* table_bits, const int32_t* ids, float* out,
+                                  int64_t dim) {
+  const auto* src = static_cast<const typename Storage<D>::T*>(table_bits) +
+                    static_cast<int64_t>(ids[blockIdx.x]) * dim;
+  float* dst = out + blockIdx.x * dim;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) dst[i] = Storage<D>::Load(src + i);
 }
 
 __global__ void GatherKernel(const float* table, const int32_t* ids, float* out, int64_t dim) {
@@ -111,6 +121,12 @@ __global__ void GatherKernel(const float* table, const int32_t* ids, float* out,
 }
 
 int Launched() { return static_cast<int>(cudaGetLastError()); }
+
+// Grid size of the grid-stride element-wise kernels.
+unsigned ElementwiseBlocks(int64_t n) {
+  const int64_t blocks = (n + kThreads - 1) / kThreads;
+  return static_cast<unsigned>(blocks < 65535 ? blocks : 65535);
+}
 
 }  // namespace
 
@@ -142,9 +158,8 @@ int LaunchRopeWithFrequencies(float* x, const int32_t* positions, int64_t tokens
 
 int LaunchSwiGlu(const float* gate, const float* up, float* out, int64_t n, void* stream) {
   if (n <= 0) return 0;
-  const int64_t blocks = (n + kThreads - 1) / kThreads;
-  SwiGluKernel<<<static_cast<unsigned>(blocks < 65535 ? blocks : 65535), kThreads, 0,
-                 static_cast<cudaStream_t>(stream)>>>(gate, up, out, n);
+  SwiGluKernel<<<ElementwiseBlocks(n), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(gate, up,
+                                                                                         out, n);
   return Launched();
 }
 
@@ -158,26 +173,38 @@ int LaunchEmbeddingGather(const float* table, const int32_t* ids, float* out, in
 
 int LaunchFillUniform(float* out, int64_t n, uint64_t seed, float bound, void* stream) {
   if (n <= 0) return 0;
-  const int64_t blocks = (n + kThreads - 1) / kThreads;
-  FillUniformKernel<<<static_cast<unsigned>(blocks < 65535 ? blocks : 65535), kThreads, 0,
-                      static_cast<cudaStream_t>(stream)>>>(out, n, seed, bound);
+  FillUniformKernel<<<ElementwiseBlocks(n), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+      out, n, seed, bound);
   return Launched();
 }
 
-int LaunchF32ToBf16(const float* in, uint16_t* out, int64_t n, void* stream) {
+int LaunchConvert(const float* in, void* out, int64_t n, Dtype to, void* stream) {
   if (n <= 0) return 0;
-  const int64_t blocks = (n + kThreads - 1) / kThreads;
-  F32ToBf16Kernel<<<static_cast<unsigned>(blocks < 65535 ? blocks : 65535), kThreads, 0,
-                    static_cast<cudaStream_t>(stream)>>>(in, out, n);
-  return Launched();
+  auto s = static_cast<cudaStream_t>(stream);
+  const bool known = DispatchDtype(to, [&](auto tag) {
+    ConvertKernel<decltype(tag)::value><<<ElementwiseBlocks(n), kThreads, 0, s>>>(in, out, n);
+  });
+  return known ? Launched() : static_cast<int>(cudaErrorInvalidValue);
 }
 
-int LaunchEmbeddingGatherBf16(const uint16_t* table, const int32_t* ids, float* out, int64_t tokens,
-                              int64_t dim, void* stream) {
+int LaunchRoundTrip(float* x, int64_t n, Dtype to, void* stream) {
+  if (n <= 0 || to == Dtype::kF32) return 0;
+  auto s = static_cast<cudaStream_t>(stream);
+  const bool known = DispatchDtype(to, [&](auto tag) {
+    RoundTripKernel<decltype(tag)::value><<<ElementwiseBlocks(n), kThreads, 0, s>>>(x, n);
+  });
+  return known ? Launched() : static_cast<int>(cudaErrorInvalidValue);
+}
+
+int LaunchEmbeddingGatherTyped(const void* table, Dtype table_dtype, const int32_t* ids, float* out,
+                               int64_t tokens, int64_t dim, void* stream) {
   if (tokens <= 0) return 0;
-  GatherBf16Kernel<<<static_cast<unsigned>(tokens), kThreads, 0,
-                     static_cast<cudaStream_t>(stream)>>>(table, ids, out, dim);
-  return Launched();
+  auto s = static_cast<cudaStream_t>(stream);
+  const bool known = DispatchDtype(table_dtype, [&](auto tag) {
+    GatherTypedKernel<decltype(tag)::value>
+        <<<static_cast<unsigned>(tokens), kThreads, 0, s>>>(table, ids, out, dim);
+  });
+  return known ? Launched() : static_cast<int>(cudaErrorInvalidValue);
 }
 
 }  // namespace funnel::cuda

@@ -1,9 +1,12 @@
-// Row-wise and element-wise ops of the Llama forward pass on the GPU (fp32; bf16 weight helpers).
+// Row-wise and element-wise ops of the Llama forward pass on the GPU (fp32; conversions to and
+// from the 16-bit storage formats of dtype.h).
 // CPU twins: kernels/cpu/norm_rope_act.h. Pointers are device pointers; `stream` is a
 // cudaStream_t (nullptr = default stream). Each returns the launch's CUDA error code.
 #pragma once
 
 #include <cstdint>
+
+#include "kernels/cuda/dtype.h"
 
 namespace funnel::cuda {
 
@@ -29,13 +32,16 @@ int LaunchSwiGlu(const float* gate, const float* up, float* out, int64_t n, void
 int LaunchEmbeddingGather(const float* table, const int32_t* ids, float* out, int64_t tokens,
                           int64_t dim, void* stream);
 
-// out[i] = the bf16 bits of in[i], round to nearest even (CPU twin: Fp32ToBf16, convert.h; NaNs
-// become a NaN, not necessarily the same payload).
-int LaunchF32ToBf16(const float* in, uint16_t* out, int64_t n, void* stream);
+// out[i] = in[i] stored as `to` (raw bits; fp32: a copy), round to nearest even. CPU twins:
+// Fp32ToBf16 and Fp32ToFp16 (convert.h); NaNs stay NaNs, not necessarily with the same payload.
+int LaunchConvert(const float* in, void* out, int64_t n, Dtype to, void* stream);
 
-// out[t, :] = table[ids[t], :] for a bf16 table [vocab, dim] (raw bits), widened to fp32.
-int LaunchEmbeddingGatherBf16(const uint16_t* table, const int32_t* ids, float* out, int64_t tokens,
-                              int64_t dim, void* stream);
+// x[i] = x[i] stored as `to` and read back, in place (fp32: nothing to do).
+int LaunchRoundTrip(float* x, int64_t n, Dtype to, void* stream);
+
+// out[t, :] = table[ids[t], :] for a table [vocab, dim] stored as `table_dtype`, widened to fp32.
+int LaunchEmbeddingGatherTyped(const void* table, Dtype table_dtype, const int32_t* ids, float* out,
+                               int64_t tokens, int64_t dim, void* stream);
 
 // out[i] = UniformAt(seed, i, bound) (kernels/cpu/random_fill.h) for i in [0, n): bit-identical
 // to the CPU twin FillUniform.

@@ -37,15 +37,19 @@ int Sgemm(void* handle, const float* w, const float* x, int64_t rows, int64_t co
                                       static_cast<int>(cols), &beta, y, static_cast<int>(rows)));
 }
 
-// bf16 w and x, fp32 y and accumulation.
-int GemmBf16(void* handle, const uint16_t* w, const uint16_t* x, int64_t rows, int64_t cols,
-             int64_t tokens, float beta, float* y) {
+// 16-bit w and x (bf16 or fp16), fp32 y and accumulation.
+int Gemm16(void* handle, Dtype type, const uint16_t* w, const uint16_t* x, int64_t rows,
+           int64_t cols, int64_t tokens, float beta, float* y) {
+  if (type != Dtype::kBf16 && type != Dtype::kF16) {
+    return static_cast<int>(CUBLAS_STATUS_INVALID_VALUE);
+  }
+  const cudaDataType_t t = type == Dtype::kBf16 ? CUDA_R_16BF : CUDA_R_16F;
   const float alpha = 1.0f;
-  return static_cast<int>(cublasGemmEx(
-      static_cast<cublasHandle_t>(handle), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(rows),
-      static_cast<int>(tokens), static_cast<int>(cols), &alpha, w, CUDA_R_16BF,
-      static_cast<int>(cols), x, CUDA_R_16BF, static_cast<int>(cols), &beta, y, CUDA_R_32F,
-      static_cast<int>(rows), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  return static_cast<int>(
+      cublasGemmEx(static_cast<cublasHandle_t>(handle), CUBLAS_OP_T, CUBLAS_OP_N,
+                   static_cast<int>(rows), static_cast<int>(tokens), static_cast<int>(cols), &alpha,
+                   w, t, static_cast<int>(cols), x, t, static_cast<int>(cols), &beta, y, CUDA_R_32F,
+                   static_cast<int>(rows), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 }  // namespace
@@ -60,14 +64,14 @@ int Blas::MatMulF32Accumulate(const float* w, const float* x, int64_t rows, int6
   return Sgemm(handle_, w, x, rows, cols, tokens, 1.0f, y);
 }
 
-int Blas::MatMulBf16(const uint16_t* w, const uint16_t* x, int64_t rows, int64_t cols,
-                     int64_t tokens, float* y) {
-  return GemmBf16(handle_, w, x, rows, cols, tokens, 0.0f, y);
+int Blas::MatMul16(Dtype type, const uint16_t* w, const uint16_t* x, int64_t rows, int64_t cols,
+                   int64_t tokens, float* y) {
+  return Gemm16(handle_, type, w, x, rows, cols, tokens, 0.0f, y);
 }
 
-int Blas::MatMulBf16Accumulate(const uint16_t* w, const uint16_t* x, int64_t rows, int64_t cols,
-                               int64_t tokens, float* y) {
-  return GemmBf16(handle_, w, x, rows, cols, tokens, 1.0f, y);
+int Blas::MatMul16Accumulate(Dtype type, const uint16_t* w, const uint16_t* x, int64_t rows,
+                             int64_t cols, int64_t tokens, float* y) {
+  return Gemm16(handle_, type, w, x, rows, cols, tokens, 1.0f, y);
 }
 
 }  // namespace funnel::cuda

@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include "kernels/cuda/dtype.h"
+
 namespace funnel::cuda {
 
 // Owns a cuBLAS handle bound to one stream. Not thread-safe: one per engine thread.
@@ -21,12 +23,13 @@ class Blas {
   // Same shapes, y += w x (fp32): residual adds fused into the product.
   int MatMulF32Accumulate(const float* w, const float* x, int64_t rows, int64_t cols,
                           int64_t tokens, float* y);
-  // w and x in bf16 (raw uint16 bits), y fp32, fp32 accumulation.
-  int MatMulBf16(const uint16_t* w, const uint16_t* x, int64_t rows, int64_t cols, int64_t tokens,
-                 float* y);
+  // w and x both in the 16-bit format `type` (kBf16 or kF16; raw uint16 bits), y fp32, fp32
+  // accumulation. CUBLAS_STATUS_INVALID_VALUE for kF32.
+  int MatMul16(Dtype type, const uint16_t* w, const uint16_t* x, int64_t rows, int64_t cols,
+               int64_t tokens, float* y);
   // Same, y += w x.
-  int MatMulBf16Accumulate(const uint16_t* w, const uint16_t* x, int64_t rows, int64_t cols,
-                           int64_t tokens, float* y);
+  int MatMul16Accumulate(Dtype type, const uint16_t* w, const uint16_t* x, int64_t rows,
+                         int64_t cols, int64_t tokens, float* y);
 
  private:
   Blas() = default;

@@ -3,6 +3,7 @@
 #include <cfloat>
 #include <cstdint>
 
+#include "kernels/cuda/dtype.cuh"
 #include "kernels/cuda/kv_compress.h"
 
 namespace funnel::cuda {
@@ -189,21 +190,24 @@ __global__ void TopKWithWindowKernel(const float* scores, int64_t prefix, int64_
     out[k + e] = static_cast<int32_t>(prefix + e);
 }
 
+template <Dtype D>
 __global__ void GatherKeptKernel(const float* keys, const float* values, int64_t n,
                                  const int32_t* kept, int64_t count, int32_t kv_heads, int32_t d,
-                                 const int32_t* table, int32_t block_size, float* pool) {
+                                 const int32_t* table, int32_t block_size, void* pool_bits) {
+  using S = Storage<D>;
+  auto* pool = static_cast<typename S::T*>(pool_bits);
   const int64_t e = blockIdx.x;
   const int kv = blockIdx.y;
   const int64_t src = kept[kv * count + e];
-  const int64_t block_floats = 2LL * kv_heads * block_size * d;
-  float* kdst = pool + static_cast<int64_t>(table[e / block_size]) * block_floats +
-                (static_cast<int64_t>(kv) * block_size + e % block_size) * d;
-  float* vdst = kdst + static_cast<int64_t>(kv_heads) * block_size * d;
+  const int64_t block_elems = 2LL * kv_heads * block_size * d;
+  auto* kdst = pool + static_cast<int64_t>(table[e / block_size]) * block_elems +
+               (static_cast<int64_t>(kv) * block_size + e % block_size) * d;
+  auto* vdst = kdst + static_cast<int64_t>(kv_heads) * block_size * d;
   const float* ksrc = keys + (static_cast<int64_t>(kv) * n + src) * d;
   const float* vsrc = values + (static_cast<int64_t>(kv) * n + src) * d;
   for (int x = threadIdx.x; x < d; x += blockDim.x) {
-    kdst[x] = ksrc[x];
-    vdst[x] = vsrc[x];
+    S::Store(kdst + x, ksrc[x]);
+    S::Store(vdst + x, vsrc[x]);
   }
 }
 
@@ -250,11 +254,15 @@ int LaunchTopKWithWindow(const float* scores, int64_t prefix, int32_t num_kv_hea
 
 int LaunchGatherKept(const float* keys, const float* values, int64_t n, const int32_t* kept,
                      int64_t count, int32_t num_kv_heads, int32_t head_dim, const int32_t* table,
-                     int32_t block_size, float* pool, void* stream) {
+                     int32_t block_size, void* pool, Dtype kv_dtype, void* stream) {
   if (count <= 0) return 0;
-  GatherKeptKernel<<<dim3(static_cast<unsigned>(count), num_kv_heads), 128, 0,
-                     static_cast<cudaStream_t>(stream)>>>(
-      keys, values, n, kept, count, num_kv_heads, head_dim, table, block_size, pool);
+  const dim3 grid(static_cast<unsigned>(count), num_kv_heads);
+  auto s = static_cast<cudaStream_t>(stream);
+  const bool known = DispatchDtype(kv_dtype, [&](auto tag) {
+    GatherKeptKernel<decltype(tag)::value><<<grid, 128, 0, s>>>(
+        keys, values, n, kept, count, num_kv_heads, head_dim, table, block_size, pool);
+  });
+  if (!known) return static_cast<int>(cudaErrorInvalidValue);
   return static_cast<int>(cudaGetLastError());
 }
 

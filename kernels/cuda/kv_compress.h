@@ -7,6 +7,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kernels/cuda/dtype.h"
+
 namespace funnel::cuda {
 
 // scores[h][j] for query head h and prefix key j < n - w: the fp32 softmax of window query i
@@ -39,9 +41,10 @@ int LaunchTopKWithWindow(const float* scores, int64_t prefix, int32_t num_kv_hea
                          void* stream);
 
 // Writes the kept rows of keys/values into pool blocks: entry e of KV head h goes to
-// table[e / block_size], slot e % block_size (the CPU pool layout).
+// table[e / block_size], slot e % block_size (the CPU pool layout), rounded to the pool's
+// format (kv_dtype).
 int LaunchGatherKept(const float* keys, const float* values, int64_t n, const int32_t* kept,
                      int64_t count, int32_t num_kv_heads, int32_t head_dim, const int32_t* table,
-                     int32_t block_size, float* pool, void* stream);
+                     int32_t block_size, void* pool, Dtype kv_dtype, void* stream);
 
 }  // namespace funnel::cuda

@@ -2,6 +2,7 @@
 
 #include <cfloat>
 
+#include "kernels/cuda/dtype.cuh"
 #include "kernels/cuda/paged_attention.h"
 
 namespace funnel::cuda {
@@ -18,7 +19,9 @@ __device__ __forceinline__ float WarpSum(float v) {
 
 // Partial results of one split: per head m (running max), l (sum of exp), acc[head_dim].
 // Layout in the workspace: [(seq * num_heads + head) * num_splits + split] * (head_dim + 2).
+template <Dtype D>
 __global__ void DecodeSplitKernel(PagedDecodeParams p) {
+  using S = Storage<D>;
   const int seq = blockIdx.x, kv_head = blockIdx.y, split = blockIdx.z;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int group = p.num_heads / p.num_kv_heads;
@@ -28,8 +31,9 @@ __global__ void DecodeSplitKernel(PagedDecodeParams p) {
   const int chunk = (p.max_kv_len + p.num_splits - 1) / p.num_splits;
   const int begin = split * chunk;
   const int end = min(len, begin + chunk);
-  const int64_t block_floats = 2LL * p.num_kv_heads * p.block_size * d;
+  const int64_t block_elems = 2LL * p.num_kv_heads * p.block_size * d;
   const int32_t* table = p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
+  const auto* pool = static_cast<const typename S::T*>(p.pool);
 
   float q[kMaxGroup][kMaxDimPerLane], acc[kMaxGroup][kMaxDimPerLane];
   float m[kMaxGroup], l[kMaxGroup];
@@ -44,15 +48,15 @@ __global__ void DecodeSplitKernel(PagedDecodeParams p) {
     l[g] = 0.0f;
   }
   for (int j = begin + warp; j < end; j += kWarps) {
-    const float* block = p.pool + static_cast<int64_t>(table[j / p.block_size]) * block_floats;
+    const auto* block = pool + static_cast<int64_t>(table[j / p.block_size]) * block_elems;
     const int slot = j % p.block_size;
-    const float* k = block + (static_cast<int64_t>(kv_head) * p.block_size + slot) * d;
-    const float* v = k + static_cast<int64_t>(p.num_kv_heads) * p.block_size * d;
+    const auto* k = block + (static_cast<int64_t>(kv_head) * p.block_size + slot) * d;
+    const auto* v = k + static_cast<int64_t>(p.num_kv_heads) * p.block_size * d;
     float kr[kMaxDimPerLane], vr[kMaxDimPerLane];
     for (int i = 0; i < per_lane; ++i) {
       const int x = lane + 32 * i;
-      kr[i] = x < d ? k[x] : 0.0f;
-      vr[i] = x < d ? v[x] : 0.0f;
+      kr[i] = x < d ? S::Load(k + x) : 0.0f;
+      vr[i] = x < d ? S::Load(v + x) : 0.0f;
     }
     for (int g = 0; g < group; ++g) {
       float dot = 0.0f;
@@ -122,17 +126,42 @@ __global__ void DecodeCombineKernel(PagedDecodeParams p) {
   }
 }
 
-__global__ void AppendKvKernel(const float* k, const float* v, const int64_t* slots, int32_t kv_heads,
-                               int32_t head_dim, int32_t block_size, float* pool) {
+template <Dtype D>
+__global__ void AppendKvKernel(const float* k, const float* v, const int64_t* slots,
+                               int32_t kv_heads, int32_t head_dim, int32_t block_size,
+                               void* pool_bits) {
+  using S = Storage<D>;
+  auto* pool = static_cast<typename S::T*>(pool_bits);
   const int64_t r = blockIdx.x;
   const int64_t slot = slots[r];
   const int64_t block = slot / block_size, s = slot % block_size;
-  const int64_t block_floats = 2LL * kv_heads * block_size * head_dim;
+  const int64_t block_elems = 2LL * kv_heads * block_size * head_dim;
   for (int idx = threadIdx.x; idx < kv_heads * head_dim; idx += blockDim.x) {
     const int h = idx / head_dim, x = idx % head_dim;
-    float* kdst = pool + block * block_floats + (static_cast<int64_t>(h) * block_size + s) * head_dim + x;
-    kdst[0] = k[r * kv_heads * head_dim + idx];
-    kdst[static_cast<int64_t>(kv_heads) * block_size * head_dim] = v[r * kv_heads * head_dim + idx];
+    auto* kdst =
+        pool + block * block_elems + (static_cast<int64_t>(h) * block_size + s) * head_dim + x;
+    S::Store(kdst, k[r * kv_heads * head_dim + idx]);
+    S::Store(kdst + static_cast<int64_t>(kv_heads) * block_size * head_dim,
+             v[r * kv_heads * head_dim + idx]);
+  }
+}
+
+// One block per entry e < count: its K and V rows of every KV head into the workspace.
+template <Dtype D>
+__global__ void ReadEntriesKernel(const void* pool_bits, const int32_t* table, int32_t block_size,
+                                  int32_t kv_heads, int32_t head_dim, int64_t n, float* ws) {
+  using S = Storage<D>;
+  const auto* pool = static_cast<const typename S::T*>(pool_bits);
+  const int64_t e = blockIdx.x;
+  const int64_t block_elems = 2LL * kv_heads * block_size * head_dim;
+  const auto* block = pool + static_cast<int64_t>(table[e / block_size]) * block_elems;
+  const int64_t v_offset = static_cast<int64_t>(kv_heads) * block_size * head_dim;
+  for (int idx = threadIdx.x; idx < kv_heads * head_dim; idx += blockDim.x) {
+    const int h = idx / head_dim, x = idx % head_dim;
+    const auto* k = block + (static_cast<int64_t>(h) * block_size + e % block_size) * head_dim + x;
+    float* dst = ws + (static_cast<int64_t>(h) * n + e) * head_dim + x;
+    dst[0] = S::Load(k);
+    dst[static_cast<int64_t>(kv_heads) * n * head_dim] = S::Load(k + v_offset);
   }
 }
 
@@ -150,18 +179,42 @@ int LaunchPagedDecodeAttention(const PagedDecodeParams& p, void* stream) {
     return static_cast<int>(cudaErrorInvalidValue);
   }
   auto s = static_cast<cudaStream_t>(stream);
-  const size_t smem = static_cast<size_t>(kWarps) * group * p.head_dim * sizeof(float);
-  DecodeSplitKernel<<<dim3(p.num_seqs, p.num_kv_heads, p.num_splits), kWarps * 32, smem, s>>>(p);
+  const bool known = DispatchDtype(p.kv_dtype, [&](auto tag) {
+    const size_t smem = static_cast<size_t>(kWarps) * group * p.head_dim * sizeof(float);
+    DecodeSplitKernel<decltype(tag)::value>
+        <<<dim3(p.num_seqs, p.num_kv_heads, p.num_splits), kWarps * 32, smem, s>>>(p);
+  });
+  if (!known) return static_cast<int>(cudaErrorInvalidValue);
   DecodeCombineKernel<<<dim3(p.num_seqs, p.num_heads), 128, 0, s>>>(p);
   return static_cast<int>(cudaGetLastError());
 }
 
 int LaunchAppendKv(const float* k, const float* v, const int64_t* slots, int64_t rows,
-                   int32_t num_kv_heads, int32_t head_dim, int32_t block_size, float* pool,
-                   void* stream) {
+                   int32_t num_kv_heads, int32_t head_dim, int32_t block_size, void* pool,
+                   Dtype kv_dtype, void* stream) {
   if (rows <= 0) return 0;
-  AppendKvKernel<<<static_cast<unsigned>(rows), 128, 0, static_cast<cudaStream_t>(stream)>>>(
-      k, v, slots, num_kv_heads, head_dim, block_size, pool);
+  const dim3 grid(static_cast<unsigned>(rows));
+  auto s = static_cast<cudaStream_t>(stream);
+  const bool known = DispatchDtype(kv_dtype, [&](auto tag) {
+    AppendKvKernel<decltype(tag)::value>
+        <<<grid, 128, 0, s>>>(k, v, slots, num_kv_heads, head_dim, block_size, pool);
+  });
+  if (!known) return static_cast<int>(cudaErrorInvalidValue);
+  return static_cast<int>(cudaGetLastError());
+}
+
+int LaunchReadEntries(const void* pool, Dtype kv_dtype, const int32_t* table, int32_t block_size,
+                      int64_t count, int32_t num_kv_heads, int32_t head_dim, int64_t n,
+                      float* workspace, void* stream) {
+  if (count <= 0) return 0;
+  if (count > n || block_size < 1) return static_cast<int>(cudaErrorInvalidValue);
+  const dim3 grid(static_cast<unsigned>(count));
+  auto s = static_cast<cudaStream_t>(stream);
+  const bool known = DispatchDtype(kv_dtype, [&](auto tag) {
+    ReadEntriesKernel<decltype(tag)::value>
+        <<<grid, 128, 0, s>>>(pool, table, block_size, num_kv_heads, head_dim, n, workspace);
+  });
+  if (!known) return static_cast<int>(cudaErrorInvalidValue);
   return static_cast<int>(cudaGetLastError());
 }
 

@@ -1,9 +1,13 @@
-// Paged KV cache kernels on the GPU (fp32). Pool layout as on the CPU (kernels/cpu/
-// paged_attention.h, PagedKvGeometry): block b holds K[kv_head][slot][head_dim] then V likewise.
-// CPU twins: PagedAttentionKvHead (n_q = 1) and the KV writes of CpuModelRunner.
+// Paged KV cache kernels on the GPU: fp32 arithmetic over a pool stored as fp32, bf16 or fp16
+// (kv_dtype; the pool pointer holds raw bits of that format). Pool layout as on the CPU
+// (kernels/cpu/paged_attention.h, PagedKvGeometry): block b holds K[kv_head][slot][head_dim] then
+// V likewise. CPU twins: PagedAttentionKvHead (n_q = 1) over the pool widened to fp32, and the KV
+// writes of CpuModelRunner (followed by the rounding of convert.h for 16-bit pools).
 #pragma once
 
 #include <cstdint>
+
+#include "kernels/cuda/dtype.h"
 
 namespace funnel::cuda {
 
@@ -18,7 +22,8 @@ struct PagedDecodeParams {
   int32_t num_heads = 0;
   int32_t num_kv_heads = 0;  // num_heads / num_kv_heads <= 8
   int32_t head_dim = 0;      // <= 256
-  const float* pool = nullptr;
+  const void* pool = nullptr;
+  Dtype kv_dtype = Dtype::kF32;  // the pool's storage format
   int32_t block_size = 16;
   const int32_t* block_tables = nullptr;  // [num_seqs, max_blocks_per_seq]
   // The row stride of block_tables. 0: every row reads the same table (the rows are the new
@@ -34,10 +39,18 @@ struct PagedDecodeParams {
 int64_t PagedDecodeWorkspaceFloats(const PagedDecodeParams& params);
 int LaunchPagedDecodeAttention(const PagedDecodeParams& params, void* stream);
 
-// Writes rows of new K/V [rows, num_kv_heads, head_dim] into the pool at entry slots
-// (slots[r] = block_id * block_size + slot within the block).
+// Writes rows of new K/V [rows, num_kv_heads, head_dim] (fp32) into the pool at entry slots
+// (slots[r] = block_id * block_size + slot within the block), rounded to the pool's format.
 int LaunchAppendKv(const float* k, const float* v, const int64_t* slots, int64_t rows,
-                   int32_t num_kv_heads, int32_t head_dim, int32_t block_size, float* pool,
-                   void* stream);
+                   int32_t num_kv_heads, int32_t head_dim, int32_t block_size, void* pool,
+                   Dtype kv_dtype, void* stream);
+
+// The first `count` entries of one sequence's blocks (entry e in table[e / block_size], slot
+// e % block_size), widened to fp32 into a contiguous workspace laid out [2][num_kv_heads][n]
+// [head_dim] (all keys, then all values; count <= n). The inverse of LaunchGatherKept with the
+// identity selection.
+int LaunchReadEntries(const void* pool, Dtype kv_dtype, const int32_t* table, int32_t block_size,
+                      int64_t count, int32_t num_kv_heads, int32_t head_dim, int64_t n,
+                      float* workspace, void* stream);
 
 }  // namespace funnel::cuda

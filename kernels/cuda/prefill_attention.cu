@@ -4,9 +4,11 @@
 // kTileK: K (rows padded by one float, so that lane j reading entry j is bank-conflict free) and
 // V go to shared memory, then each warp updates its query vectors with an online softmax:
 // lane j scores entry j, the warp reduces max/sum, and lane x accumulates output dims x + 32c.
-// Instances (explicit, rule 15): head_dim <= 32, 64, 128, 256 (kDpl = 1, 2, 4, 8 dims per lane).
+// Instances (explicit, rule 15): head_dim <= 32, 64, 128, 256 (kDpl = 1, 2, 4, 8 dims per lane),
+// each for the pool formats fp32, bf16 and fp16 (widened to fp32 when staged).
 #include <cuda_runtime.h>
 
+#include "kernels/cuda/dtype.cuh"
 #include "kernels/cuda/prefill_attention.h"
 
 namespace funnel::cuda {
@@ -62,17 +64,20 @@ __device__ __forceinline__ int64_t QvOffset(const PagedPrefillParams& p, const T
   return (row * p.num_heads + kv_head * group + qv % group) * p.head_dim;
 }
 
+template <Dtype D>
 __device__ __forceinline__ void LoadKvTile(const PagedPrefillParams& p, const int32_t* table,
                                            int kv_head, int t0, int n, float* sk, float* sv) {
+  using S = Storage<D>;
   const int d = p.head_dim, bs = p.block_size;
-  const int64_t block_floats = 2LL * p.num_kv_heads * bs * d;
+  const int64_t block_elems = 2LL * p.num_kv_heads * bs * d;
   const int64_t v_offset = static_cast<int64_t>(p.num_kv_heads) * bs * d;
+  const auto* pool = static_cast<const typename S::T*>(p.pool);
   for (int idx = threadIdx.x; idx < n * d; idx += kThreads) {
     const int j = idx / d, x = idx % d, e = t0 + j;
-    const float* k = p.pool + static_cast<int64_t>(table[e / bs]) * block_floats +
-                     (static_cast<int64_t>(kv_head) * bs + e % bs) * d + x;
-    sk[j * (d + 1) + x] = k[0];
-    sv[j * d + x] = k[v_offset];
+    const auto* k = pool + static_cast<int64_t>(table[e / bs]) * block_elems +
+                    (static_cast<int64_t>(kv_head) * bs + e % bs) * d + x;
+    sk[j * (d + 1) + x] = S::Load(k);
+    sv[j * d + x] = S::Load(k + v_offset);
   }
 }
 
@@ -115,7 +120,7 @@ __device__ __forceinline__ void UpdateQv(Accumulator<kDpl>& a, int i, const floa
   a.m[i] = m_new;
 }
 
-template <int kDpl>
+template <int kDpl, Dtype D>
 __global__ void __launch_bounds__(kThreads) PrefillKernel(PagedPrefillParams p, int rows_per_tile) {
   const int seq = blockIdx.y, kv_head = blockIdx.z;
   const TileRows t = LocateTile(p, seq, blockIdx.x, rows_per_tile);
@@ -142,7 +147,7 @@ __global__ void __launch_bounds__(kThreads) PrefillKernel(PagedPrefillParams p, 
   for (int t0 = 0; t0 < t.kv_end; t0 += kTileK) {
     const int n = min(kTileK, t.kv_end - t0);
     __syncthreads();  // the previous tile is consumed (and Q is staged)
-    LoadKvTile(p, table, kv_head, t0, n, sk, sv);
+    LoadKvTile<D>(p, table, kv_head, t0, n, sk, sv);
     __syncthreads();
 #pragma unroll
     for (int i = 0; i < kQvPerWarp; ++i) {
@@ -166,19 +171,27 @@ __global__ void __launch_bounds__(kThreads) PrefillKernel(PagedPrefillParams p, 
   }
 }
 
-template <int kDpl>
-int Launch(const PagedPrefillParams& p, cudaStream_t stream) {
+template <int kDpl, Dtype D>
+int LaunchInstance(const PagedPrefillParams& p, cudaStream_t stream) {
   const int group = p.num_heads / p.num_kv_heads;
   const int rows_per_tile = kMaxQv / group;
   const unsigned tiles = static_cast<unsigned>((p.max_q_len + rows_per_tile - 1) / rows_per_tile);
   const size_t smem = SharedBytes(p.head_dim);
   cudaError_t e = cudaFuncSetAttribute(
-      PrefillKernel<kDpl>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+      PrefillKernel<kDpl, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
   if (e != cudaSuccess) return static_cast<int>(e);
-  PrefillKernel<kDpl>
+  PrefillKernel<kDpl, D>
       <<<dim3(tiles, static_cast<unsigned>(p.num_seqs), static_cast<unsigned>(p.num_kv_heads)),
          kThreads, smem, stream>>>(p, rows_per_tile);
   return static_cast<int>(cudaGetLastError());
+}
+
+template <int kDpl>
+int Launch(const PagedPrefillParams& p, cudaStream_t stream) {
+  int result = static_cast<int>(cudaErrorInvalidValue);
+  DispatchDtype(p.kv_dtype,
+                [&](auto tag) { result = LaunchInstance<kDpl, decltype(tag)::value>(p, stream); });
+  return result;
 }
 
 bool Supported(const PagedPrefillParams& p) {

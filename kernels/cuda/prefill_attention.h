@@ -1,10 +1,13 @@
-// Paged causal prefill attention on the GPU (fp32), tiled flash-attention style: online softmax
+// Paged causal prefill attention on the GPU (fp32 arithmetic; the pool stored as fp32, bf16 or
+// fp16), tiled flash-attention style: online softmax
 // over K/V tiles staged in shared memory, no [q_len, kv_len] score matrix in memory.
 // Pool layout as on the CPU (kernels/cpu/paged_attention.h, PagedKvGeometry).
 // CPU twin: PagedAttentionKvHead with n_q = q_len, once per (sequence, KV head).
 #pragma once
 
 #include <cstdint>
+
+#include "kernels/cuda/dtype.h"
 
 namespace funnel::cuda {
 
@@ -20,7 +23,8 @@ struct PagedPrefillParams {
   int32_t num_heads = 0;     // a multiple of num_kv_heads
   int32_t num_kv_heads = 0;  // num_heads / num_kv_heads <= kMaxPrefillGroup
   int32_t head_dim = 0;      // 1..256 (fast paths: <= 32, 64, 128, 256)
-  const float* pool = nullptr;
+  const void* pool = nullptr;
+  Dtype kv_dtype = Dtype::kF32;           // the pool's storage format
   int32_t block_size = 16;                // >= 1
   const int32_t* block_tables = nullptr;  // [num_seqs, max_blocks_per_seq]
   int32_t max_blocks_per_seq = 0;         // row stride of block_tables (0: all rows share one)

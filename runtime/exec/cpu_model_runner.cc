@@ -31,15 +31,24 @@ void AddBias(float* x, const std::vector<float>& bias, int64_t n_rows) {
 
 }  // namespace
 
-const char* DeviceWeightsName(DeviceWeights w) {
-  return w == DeviceWeights::kBf16 ? "bf16" : "f32";
+const char* DeviceDtypeName(DeviceDtype t) {
+  switch (t) {
+    case DeviceDtype::kBf16:
+      return "bf16";
+    case DeviceDtype::kF16:
+      return "f16";
+    case DeviceDtype::kF32:
+      break;
+  }
+  return "f32";
 }
 
-absl::StatusOr<DeviceWeights> ParseDeviceWeights(std::string_view name) {
-  if (name == "f32") return DeviceWeights::kF32;
-  if (name == "bf16") return DeviceWeights::kBf16;
+absl::StatusOr<DeviceDtype> ParseDeviceDtype(std::string_view name) {
+  for (DeviceDtype t : {DeviceDtype::kF32, DeviceDtype::kBf16, DeviceDtype::kF16}) {
+    if (name == DeviceDtypeName(t)) return t;
+  }
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown weight type '", std::string(name), "' (f32|bf16)"));
+      absl::StrCat("unknown device type '", std::string(name), "' (f32|bf16|f16)"));
 }
 
 absl::Status RunnerOptions::Validate() const {
@@ -58,10 +67,10 @@ absl::Status RunnerOptions::Validate() const {
 absl::StatusOr<std::unique_ptr<CpuModelRunner>> CpuModelRunner::Create(
     const ModelWeights& weights, const RunnerOptions& options) {
   RETURN_IF_ERROR(options.Validate());
-  if (options.device_weights != DeviceWeights::kF32) {
+  if (options.device_weights != DeviceDtype::kF32 || options.kv_dtype != DeviceDtype::kF32) {
     return absl::InvalidArgumentError(
-        "bf16 device weights need the CUDA backend (the CPU backend reads the file's weight "
-        "types)");
+        "16-bit device weights and KV caches need the CUDA backend (the CPU backend reads the "
+        "file's weight types and keeps an fp32 KV cache)");
   }
   const ModelConfig& c = weights.config();
   PagedKvGeometry g{options.block_size, c.num_kv_heads, c.head_dim};

@@ -24,19 +24,23 @@
 
 namespace funnel {
 
-// How the CUDA backend stores weight matrices on the device. bf16 halves their memory and the
-// bandwidth a decode step needs; each product then rounds its input activations to bf16 and
-// accumulates in fp32. The CPU backend reads the file's own types and takes only kF32.
-enum class DeviceWeights { kF32, kBf16 };
-const char* DeviceWeightsName(DeviceWeights w);
-// "f32" or "bf16"; InvalidArgument otherwise.
-absl::StatusOr<DeviceWeights> ParseDeviceWeights(std::string_view name);
+// How the CUDA backend stores an array on the device: its weight matrices, and its KV cache.
+// 16-bit weights (bf16 or fp16) halve their memory and the bandwidth a decode step needs; each
+// product then rounds its input activations to the same format and accumulates in fp32. A 16-bit
+// KV cache holds twice the entries in the same bytes: K and V are rounded once, when written, and
+// every later read (attention, compression scores) sees the rounded values; arithmetic stays
+// fp32. The CPU backend reads the file's own weight types, keeps fp32 KV, and takes only kF32.
+enum class DeviceDtype { kF32, kBf16, kF16 };
+const char* DeviceDtypeName(DeviceDtype t);
+// "f32", "bf16" or "f16"; InvalidArgument otherwise.
+absl::StatusOr<DeviceDtype> ParseDeviceDtype(std::string_view name);
 
 struct RunnerOptions {
   int32_t num_threads = 2;
   int32_t block_size = 16;                    // KV entries per block
   int64_t kv_cache_bytes = int64_t{1} << 30;  // pool size; rounded down to whole blocks
-  DeviceWeights device_weights = DeviceWeights::kF32;
+  DeviceDtype device_weights = DeviceDtype::kF32;  // CUDA: weight matrices
+  DeviceDtype kv_dtype = DeviceDtype::kF32;        // CUDA: the KV pool
 
   absl::Status Validate() const;
 };

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -52,6 +53,26 @@ absl::Status BlasStatus(int code, const char* call) {
 template <typename T>
 size_t Bytes(int64_t n) {
   return static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(T);
+}
+
+cuda::Dtype ToCuda(DeviceDtype t) {
+  switch (t) {
+    case DeviceDtype::kBf16:
+      return cuda::Dtype::kBf16;
+    case DeviceDtype::kF16:
+      return cuda::Dtype::kF16;
+    case DeviceDtype::kF32:
+      break;
+  }
+  return cuda::Dtype::kF32;
+}
+
+// Host twins of the device formats: the bits of x as `t` (round to nearest even), and back.
+uint16_t Narrow(float x, cuda::Dtype t) {
+  return t == cuda::Dtype::kBf16 ? Fp32ToBf16(x) : Fp32ToFp16(x);
+}
+float Widen(uint16_t bits, cuda::Dtype t) {
+  return t == cuda::Dtype::kBf16 ? Bf16ToFp32(bits) : Fp16ToFp32(bits);
 }
 
 }  // namespace
@@ -117,7 +138,7 @@ absl::StatusOr<std::unique_ptr<CudaModelRunner>> CudaModelRunner::CreateFor(
   }
   if (count == 0) return absl::FailedPreconditionError("no usable CUDA device: none found");
   const PagedKvGeometry g{options.block_size, c.num_kv_heads, c.head_dim};
-  const int64_t block_bytes = g.BlockFloats() * int64_t{sizeof(float)};
+  const int64_t block_bytes = g.BlockFloats() * cuda::DtypeBytes(ToCuda(options.kv_dtype));
   const int64_t num_blocks = options.kv_cache_bytes / block_bytes;
   if (num_blocks < 1 || num_blocks > INT32_MAX) {
     return absl::InvalidArgumentError(
@@ -137,7 +158,8 @@ CudaModelRunner::CudaModelRunner(const ModelConfig& config, const ModelWeights* 
       options_(options),
       geometry_{options.block_size, config.num_kv_heads, config.head_dim},
       pool_(num_blocks),
-      bf16_(options.device_weights == DeviceWeights::kBf16) {}
+      weights_dtype_(ToCuda(options.device_weights)),
+      kv_dtype_(ToCuda(options.kv_dtype)) {}
 
 CudaModelRunner::~CudaModelRunner() {
   if (stream_ != nullptr) cudaStreamSynchronize(static_cast<cudaStream_t>(stream_));
@@ -155,8 +177,9 @@ absl::Status CudaModelRunner::Init(uint64_t seed) {
   BLAS_TRY(cuda::Blas::Create(stream_, &blas));
   blas_.reset(blas);
   RETURN_IF_ERROR(weights_ != nullptr ? UploadWeights() : MakeRandomWeights(seed));
-  RETURN_IF_ERROR(
-      kv_pool_.Reserve(Bytes<float>(pool_.num_blocks() * geometry_.BlockFloats()), "the KV pool"));
+  RETURN_IF_ERROR(kv_pool_.Reserve(
+      static_cast<size_t>(std::max<int64_t>(pool_.num_blocks(), 1)) * block_bytes(),
+      "the KV pool"));
   CUDA_TRY(cudaStreamSynchronize(static_cast<cudaStream_t>(stream_)));
   return absl::OkStatus();
 }
@@ -177,16 +200,17 @@ absl::StatusOr<const float*> CudaModelRunner::UploadVector(const std::vector<flo
   return static_cast<const float*>(p);
 }
 
-// Converted row by row on the host (kernels/cpu/convert.h) to fp32, then to bf16 when the
-// device holds bf16 weights.
+// Converted row by row on the host (kernels/cpu/convert.h) to fp32, then to the device format.
 absl::StatusOr<const void*> CudaModelRunner::UploadMatrix(const WeightMatrix& m) {
   std::vector<float> host(static_cast<size_t>(m.rows * m.cols));
   for (int64_t r = 0; r < m.rows; ++r) {
     DequantizeRow(m.type, m.Row(r), host.data() + r * m.cols, m.cols);
   }
-  if (!bf16_) return UploadBytes(host.data(), host.size() * sizeof(float));
+  if (weights_dtype_ == cuda::Dtype::kF32) {
+    return UploadBytes(host.data(), host.size() * sizeof(float));
+  }
   std::vector<uint16_t> half(host.size());
-  for (size_t i = 0; i < host.size(); ++i) half[i] = Fp32ToBf16(host[i]);
+  for (size_t i = 0; i < host.size(); ++i) half[i] = Narrow(host[i], weights_dtype_);
   return UploadBytes(half.data(), half.size() * sizeof(uint16_t));
 }
 
@@ -227,12 +251,13 @@ absl::StatusOr<const void*> CudaModelRunner::RandomMatrix(int64_t rows, int64_t 
                                                           uint64_t seed, Buffer& fp32) {
   const int64_t n = rows * cols;
   Buffer b;
+  const bool narrow = weights_dtype_ != cuda::Dtype::kF32;
   RETURN_IF_ERROR(
-      b.Reserve(bf16_ ? Bytes<uint16_t>(n) : Bytes<float>(n), "a random weight matrix"));
-  if (bf16_) {
+      b.Reserve(narrow ? Bytes<uint16_t>(n) : Bytes<float>(n), "a random weight matrix"));
+  if (narrow) {
     RETURN_IF_ERROR(fp32.Reserve(Bytes<float>(n), "random weights (fp32 staging)"));
     CUDA_TRY(cuda::LaunchFillUniform(fp32.as<float>(), n, seed, bound, stream_));
-    CUDA_TRY(cuda::LaunchF32ToBf16(fp32.as<float>(), b.as<uint16_t>(), n, stream_));
+    CUDA_TRY(cuda::LaunchConvert(fp32.as<float>(), b.as<void>(), n, weights_dtype_, stream_));
   } else {
     CUDA_TRY(cuda::LaunchFillUniform(b.as<float>(), n, seed, bound, stream_));
   }
@@ -246,8 +271,8 @@ absl::Status CudaModelRunner::MakeRandomWeights(uint64_t seed) {
   const int64_t q_dim = int64_t{c.num_heads} * c.head_dim;
   const int64_t kv_dim = int64_t{c.num_kv_heads} * c.head_dim;
   const std::vector<float> ones(static_cast<size_t>(c.dim), 1.0f);
-  Buffer staging;  // bf16: each matrix is made in fp32 here first (sized once: no regrowth)
-  if (bf16_) {
+  Buffer staging;  // 16 bits: each matrix is made in fp32 here first (sized once: no regrowth)
+  if (weights_dtype_ != cuda::Dtype::kF32) {
     const int64_t largest = std::max<int64_t>(
         {int64_t{c.vocab_size} * c.dim, int64_t{c.ffn_dim} * c.dim, q_dim * c.dim});
     RETURN_IF_ERROR(staging.Reserve(Bytes<float>(largest), "random weights (fp32 staging)"));
@@ -291,9 +316,9 @@ absl::Status CudaModelRunner::Fault(absl::Status status) {
 }
 
 absl::Status CudaModelRunner::CopyBlock(BlockId from, BlockId to) {
-  const int64_t bf = geometry_.BlockFloats();
-  float* pool = kv_pool_.as<float>();
-  CUDA_TRY(cudaMemcpyAsync(pool + to * bf, pool + from * bf, Bytes<float>(bf),
+  const int64_t bytes = block_bytes();
+  char* pool = kv_pool_.as<char>();
+  CUDA_TRY(cudaMemcpyAsync(pool + to * bytes, pool + from * bytes, static_cast<size_t>(bytes),
                            cudaMemcpyDeviceToDevice, static_cast<cudaStream_t>(stream_)));
   return absl::OkStatus();
 }
@@ -341,14 +366,8 @@ absl::Status CudaModelRunner::RunStep(std::span<const StepSequence> batch,
                            host_i32_.size() * sizeof(int32_t), cudaMemcpyHostToDevice, stream));
   CUDA_TRY(cudaMemcpyAsync(step_slots_.as<int64_t>(), host_slots_.data(),
                            host_slots_.size() * sizeof(int64_t), cudaMemcpyHostToDevice, stream));
-  if (bf16_) {
-    CUDA_TRY(cuda::LaunchEmbeddingGatherBf16(static_cast<const uint16_t*>(embedding_),
-                                             device_i32(ids_at_), x_.as<float>(), num_rows_, c.dim,
-                                             stream_));
-  } else {
-    CUDA_TRY(cuda::LaunchEmbeddingGather(static_cast<const float*>(embedding_), device_i32(ids_at_),
-                                         x_.as<float>(), num_rows_, c.dim, stream_));
-  }
+  CUDA_TRY(cuda::LaunchEmbeddingGatherTyped(embedding_, weights_dtype_, device_i32(ids_at_),
+                                            x_.as<float>(), num_rows_, c.dim, stream_));
   for (int32_t l = 0; l < c.num_layers; ++l) RETURN_IF_ERROR(RunLayer(l, batch));
   for (const StepSequence& seq : batch) {
     seq.kv->set_num_positions(seq.kv->num_positions() + static_cast<int64_t>(seq.tokens.size()));
@@ -487,9 +506,9 @@ absl::Status CudaModelRunner::ReserveScratch(std::span<const StepSequence> batch
   RETURN_IF_ERROR(gate_.Reserve(Bytes<float>(n * c.ffn_dim), "FFN gate"));
   RETURN_IF_ERROR(up_.Reserve(Bytes<float>(n * c.ffn_dim), "FFN up"));
   RETURN_IF_ERROR(logits_.Reserve(Bytes<float>(num_logit_rows_ * c.vocab_size), "logits"));
-  if (bf16_) {
+  if (weights_dtype_ != cuda::Dtype::kF32) {
     const int64_t widest = std::max<int64_t>({c.dim, q_dim, c.ffn_dim});
-    RETURN_IF_ERROR(x16_.Reserve(Bytes<uint16_t>(n * widest), "bf16 activations"));
+    RETURN_IF_ERROR(x16_.Reserve(Bytes<uint16_t>(n * widest), "16-bit activations"));
   }
   // SplitCount keeps rows * splits below rows + 4 * num_sms_ for any launch of this step.
   RETURN_IF_ERROR(
@@ -538,6 +557,10 @@ absl::Status CudaModelRunner::RunLayer(int32_t layer, std::span<const StepSequen
                                            c.rope_dim, inv_freq_, half, stream_));
   CUDA_TRY(cuda::LaunchRopeWithFrequencies(k_.as<float>(), positions, n, c.num_kv_heads, c.head_dim,
                                            c.rope_dim, inv_freq_, half, stream_));
+  // K/V as the cache stores them, before anything reads them (the prefill's own attention and
+  // the compression scores included).
+  CUDA_TRY(cuda::LaunchRoundTrip(k_.as<float>(), n * kv_dim, kv_dtype_, stream_));
+  CUDA_TRY(cuda::LaunchRoundTrip(v_.as<float>(), n * kv_dim, kv_dtype_, stream_));
   RETURN_IF_ERROR(WriteKv(layer, batch));
   RETURN_IF_ERROR(Attention(layer, batch));
   RETURN_IF_ERROR(CompressLayer(layer, batch));
@@ -563,18 +586,18 @@ absl::Status CudaModelRunner::Project(const void* w, const float* bias, int64_t 
   return MatMul(w, in, out_dim, in_dim, num_rows_, out, true);
 }
 
-// A product's input [count] as the weights take it: `in` itself (fp32 weights), or its bf16
-// rounding in x16_, valid until the next call.
+// A product's input [count] as the weights take it: `in` itself (fp32 weights), or its rounding
+// to the weights' 16-bit format in x16_, valid until the next call.
 absl::StatusOr<const void*> CudaModelRunner::ProductInput(const float* in, int64_t count) {
-  if (!bf16_) return in;
-  CUDA_TRY(cuda::LaunchF32ToBf16(in, x16_.as<uint16_t>(), count, stream_));
+  if (weights_dtype_ == cuda::Dtype::kF32) return in;
+  CUDA_TRY(cuda::LaunchConvert(in, x16_.as<void>(), count, weights_dtype_, stream_));
   return x16_.as<const void>();
 }
 
 // out (+)= in · w^T with fp32 accumulation; `in` from ProductInput.
 absl::Status CudaModelRunner::MatMul(const void* w, const void* in, int64_t rows, int64_t cols,
                                      int64_t tokens, float* out, bool accumulate) {
-  if (!bf16_) {
+  if (weights_dtype_ == cuda::Dtype::kF32) {
     const auto* wf = static_cast<const float*>(w);
     const auto* xf = static_cast<const float*>(in);
     BLAS_TRY(accumulate ? blas_->MatMulF32Accumulate(wf, xf, rows, cols, tokens, out)
@@ -583,8 +606,8 @@ absl::Status CudaModelRunner::MatMul(const void* w, const void* in, int64_t rows
   }
   const auto* wb = static_cast<const uint16_t*>(w);
   const auto* xb = static_cast<const uint16_t*>(in);
-  BLAS_TRY(accumulate ? blas_->MatMulBf16Accumulate(wb, xb, rows, cols, tokens, out)
-                      : blas_->MatMulBf16(wb, xb, rows, cols, tokens, out));
+  BLAS_TRY(accumulate ? blas_->MatMul16Accumulate(weights_dtype_, wb, xb, rows, cols, tokens, out)
+                      : blas_->MatMul16(weights_dtype_, wb, xb, rows, cols, tokens, out));
   return absl::OkStatus();
 }
 
@@ -596,7 +619,7 @@ absl::Status CudaModelRunner::WriteKv(int32_t layer, std::span<const StepSequenc
   const int64_t kv_dim = int64_t{kv_heads} * d;
   const int64_t* slots = step_slots_.as<int64_t>() + layer * num_rows_;
   CUDA_TRY(cuda::LaunchAppendKv(k_.as<float>(), v_.as<float>(), slots, num_pool_rows_, kv_heads, d,
-                                options_.block_size, kv_pool_.as<float>(), stream_));
+                                options_.block_size, kv_pool_.as<void>(), kv_dtype_, stream_));
   for (size_t s : order_) {
     if (groups_[s] != RowGroup::kCompress) continue;
     if (plan_.base_length(s, layer) > 0) RETURN_IF_ERROR(ReadBackPrefix(s, layer, batch));
@@ -604,31 +627,21 @@ absl::Status CudaModelRunner::WriteKv(int32_t layer, std::span<const StepSequenc
     CUDA_TRY(cuda::LaunchAppendKv(k_.as<float>() + r0 * kv_dim, v_.as<float>() + r0 * kv_dim,
                                   slots + r0, NewRows(s, batch), kv_heads, d,
                                   static_cast<int32_t>(plan_.budgets[s].prompt_tokens),
-                                  compress_ws(s), stream_));
+                                  compress_ws(s), cuda::Dtype::kF32, stream_));
   }
   return absl::OkStatus();
 }
 
-// The first base entries of a chunked prompt, from its pool blocks into its workspace
-// ([kv_heads][n][head_dim] keys, then values): two strided copies per block.
+// The first base entries of a chunked prompt, from its pool blocks (its device table of this
+// layer) into its workspace ([kv_heads][n][head_dim] keys, then values), widened to fp32.
 absl::Status CudaModelRunner::ReadBackPrefix(size_t s, int32_t layer,
                                              std::span<const StepSequence> batch) {
-  const int64_t bs = geometry_.block_size, d = geometry_.head_dim, kvh = geometry_.num_kv_heads;
-  const int64_t n = plan_.budgets[s].prompt_tokens, base = plan_.base_length(s, layer);
-  std::span<const BlockId> table = batch[s].kv->block_table(layer);
-  float* ws = compress_ws(s);
-  auto stream = static_cast<cudaStream_t>(stream_);
-  for (int64_t b = 0; b * bs < base; ++b) {
-    const int64_t count = std::min(bs, base - b * bs);
-    const float* block =
-        kv_pool_.as<float>() + int64_t{table[static_cast<size_t>(b)]} * geometry_.BlockFloats();
-    for (int64_t part = 0; part < 2; ++part) {  // K, then V
-      CUDA_TRY(cudaMemcpy2DAsync(ws + part * kvh * n * d + b * bs * d, Bytes<float>(n * d),
-                                 block + part * kvh * bs * d, Bytes<float>(bs * d),
-                                 Bytes<float>(count * d), static_cast<size_t>(kvh),
-                                 cudaMemcpyDeviceToDevice, stream));
-    }
-  }
+  const int64_t at = seq_table_at_[static_cast<size_t>(layer) * batch.size() + s];
+  CUDA_TRY(cuda::LaunchReadEntries(kv_pool_.as<const void>(), kv_dtype_, device_i32(at),
+                                   options_.block_size, plan_.base_length(s, layer),
+                                   static_cast<int32_t>(geometry_.num_kv_heads),
+                                   static_cast<int32_t>(geometry_.head_dim),
+                                   plan_.budgets[s].prompt_tokens, compress_ws(s), stream_));
   return absl::OkStatus();
 }
 
@@ -643,7 +656,7 @@ absl::Status CudaModelRunner::Attention(int32_t layer, std::span<const StepSeque
         longest = std::max(longest, plan_.base_length(s, layer) + 1);
       }
     }
-    RETURN_IF_ERROR(AttendRows(0, num_decode_rows_, kv_pool_.as<float>(), options_.block_size,
+    RETURN_IF_ERROR(AttendRows(0, num_decode_rows_,
                                device_i32(decode_table_at_[static_cast<size_t>(layer)]),
                                decode_stride_[static_cast<size_t>(layer)], longest, layer));
   }
@@ -669,7 +682,8 @@ absl::Status CudaModelRunner::AttendPrefill(size_t s, int32_t layer,
   p.num_heads = c.num_heads;
   p.num_kv_heads = c.num_kv_heads;
   p.head_dim = c.head_dim;
-  p.pool = compressing ? compress_ws(s) : kv_pool_.as<float>();
+  p.pool = compressing ? compress_ws(s) : kv_pool_.as<const void>();
+  p.kv_dtype = compressing ? cuda::Dtype::kF32 : kv_dtype_;
   p.block_size =
       compressing ? static_cast<int32_t>(plan_.budgets[s].prompt_tokens) : options_.block_size;
   p.block_tables = device_i32(compressing ? zero_at_ : seq_table_at_[at]);
@@ -682,8 +696,7 @@ absl::Status CudaModelRunner::AttendPrefill(size_t s, int32_t layer,
   return absl::OkStatus();
 }
 
-absl::Status CudaModelRunner::AttendRows(int64_t first_row, int64_t rows, const float* pool,
-                                         int32_t block_size, const int32_t* tables,
+absl::Status CudaModelRunner::AttendRows(int64_t first_row, int64_t rows, const int32_t* tables,
                                          int32_t table_stride, int64_t max_kv_len, int32_t layer) {
   const ModelConfig& c = config_;
   const int64_t q_dim = int64_t{c.num_heads} * c.head_dim;
@@ -694,8 +707,9 @@ absl::Status CudaModelRunner::AttendRows(int64_t first_row, int64_t rows, const 
   p.num_heads = c.num_heads;
   p.num_kv_heads = c.num_kv_heads;
   p.head_dim = c.head_dim;
-  p.pool = pool;
-  p.block_size = block_size;
+  p.pool = kv_pool_.as<const void>();
+  p.kv_dtype = kv_dtype_;
+  p.block_size = options_.block_size;
   p.block_tables = tables;
   p.max_blocks_per_seq = table_stride;
   p.kv_lens = device_i32(kv_lens_at_ + layer * num_rows_ + first_row);
@@ -730,7 +744,7 @@ absl::Status CudaModelRunner::CompressLayer(int32_t layer, std::span<const StepS
     const int64_t at = seq_table_at_[static_cast<size_t>(layer) * batch.size() + s];
     CUDA_TRY(cuda::LaunchGatherKept(keys, keys + int64_t{kv_heads} * n * d, n, kept_.as<int32_t>(),
                                     count, kv_heads, d, device_i32(at), options_.block_size,
-                                    kv_pool_.as<float>(), stream_));
+                                    kv_pool_.as<void>(), kv_dtype_, stream_));
     // A prompt written in chunks held its full K/V in the pool until now.
     batch[s].kv->Truncate(pool_, layer, count);
   }
@@ -811,29 +825,67 @@ absl::Status CudaModelRunner::ComputeLogits(std::vector<float>& logits) {
 
 // ---- Persistence ------------------------------------------------------------------------------
 
+absl::Status CudaModelRunner::BlocksToHost(std::span<const BlockId> table, int64_t blocks,
+                                           std::vector<float>& host) {
+  const int64_t floats = geometry_.BlockFloats(), bytes = block_bytes();
+  std::vector<char> raw(static_cast<size_t>(std::max<int64_t>(blocks, 1) * bytes));
+  auto stream = static_cast<cudaStream_t>(stream_);
+  for (int64_t b = 0; b < blocks; ++b) {
+    CUDA_TRY(cudaMemcpyAsync(raw.data() + b * bytes,
+                             kv_pool_.as<char>() + int64_t{table[static_cast<size_t>(b)]} * bytes,
+                             static_cast<size_t>(bytes), cudaMemcpyDeviceToHost, stream));
+  }
+  CUDA_TRY(cudaStreamSynchronize(stream));
+  host.resize(static_cast<size_t>(blocks * floats));
+  if (kv_dtype_ == cuda::Dtype::kF32) {
+    std::memcpy(host.data(), raw.data(), host.size() * sizeof(float));
+    return absl::OkStatus();
+  }
+  for (size_t i = 0; i < host.size(); ++i) {
+    uint16_t bits;
+    std::memcpy(&bits, raw.data() + i * sizeof(bits), sizeof(bits));
+    host[i] = Widen(bits, kv_dtype_);
+  }
+  return absl::OkStatus();
+}
+
+// One upload of the whole host array, rounded on the device (16-bit pools), then one
+// device-to-device copy per block.
+absl::Status CudaModelRunner::BlocksToDevice(std::span<const BlockId> table, int64_t blocks,
+                                             const std::vector<float>& host) {
+  if (blocks == 0) return absl::OkStatus();
+  const int64_t floats = blocks * geometry_.BlockFloats(), bytes = block_bytes();
+  auto stream = static_cast<cudaStream_t>(stream_);
+  RETURN_IF_ERROR(import_f32_.Reserve(Bytes<float>(floats), "KV import staging"));
+  CUDA_TRY(cudaMemcpyAsync(import_f32_.as<float>(), host.data(), Bytes<float>(floats),
+                           cudaMemcpyHostToDevice, stream));
+  const char* src = import_f32_.as<char>();
+  if (kv_dtype_ != cuda::Dtype::kF32) {
+    RETURN_IF_ERROR(import_16_.Reserve(Bytes<uint16_t>(floats), "KV import staging"));
+    CUDA_TRY(cuda::LaunchConvert(import_f32_.as<float>(), import_16_.as<void>(), floats, kv_dtype_,
+                                 stream_));
+    src = import_16_.as<char>();
+  }
+  for (int64_t b = 0; b < blocks; ++b) {
+    CUDA_TRY(cudaMemcpyAsync(kv_pool_.as<char>() + int64_t{table[static_cast<size_t>(b)]} * bytes,
+                             src + b * bytes, static_cast<size_t>(bytes), cudaMemcpyDeviceToDevice,
+                             stream));
+  }
+  CUDA_TRY(cudaStreamSynchronize(stream));  // the caller reuses `host`
+  return absl::OkStatus();
+}
+
 absl::Status CudaModelRunner::ExportLayer(const SequenceKv& kv, int32_t layer,
                                           std::vector<float>& out) {
   if (!fault_.ok()) return fault_;
   const PagedKvGeometry& g = geometry_;
-  std::span<const BlockId> table = kv.block_table(layer);
   const int64_t length = kv.layer_length(layer);
   const int64_t blocks = (length + g.block_size - 1) / g.block_size;
-  std::vector<float> host(static_cast<size_t>(blocks * g.BlockFloats()));
-  auto stream = static_cast<cudaStream_t>(stream_);
-  for (int64_t b = 0; b < blocks; ++b) {
-    const float* src =
-        kv_pool_.as<float>() + int64_t{table[static_cast<size_t>(b)]} * g.BlockFloats();
-    RETURN_IF_ERROR(Fault(
-        CudaStatus(cudaMemcpyAsync(host.data() + b * g.BlockFloats(), src,
-                                   Bytes<float>(g.BlockFloats()), cudaMemcpyDeviceToHost, stream),
-                   "cudaMemcpyAsync (export a KV block)")));
-  }
-  RETURN_IF_ERROR(
-      Fault(CudaStatus(cudaStreamSynchronize(stream), "cudaStreamSynchronize (export)")));
+  std::vector<float> host;
+  RETURN_IF_ERROR(Fault(BlocksToHost(kv.block_table(layer), blocks, host)));
   for (int64_t e = 0; e < length; ++e) {
     const float* block = host.data() + (e / g.block_size) * g.BlockFloats();
-    const int64_t slot = e % g.block_size;
-    g.AppendEntry(block, slot, out);
+    g.AppendEntry(block, e % g.block_size, out);
   }
   return absl::OkStatus();
 }
@@ -862,18 +914,7 @@ absl::StatusOr<SequenceKv> CudaModelRunner::ImportSequence(
         std::copy_n(in, g.head_dim, block + g.VOffset(h, slot));
       }
     }
-    std::span<const BlockId> table = kv.block_table(l);
-    for (int64_t b = 0; b < blocks && copied.ok(); ++b) {
-      float* dst = kv_pool_.as<float>() + int64_t{table[static_cast<size_t>(b)]} * g.BlockFloats();
-      copied = CudaStatus(
-          cudaMemcpyAsync(dst, host.data() + b * g.BlockFloats(), Bytes<float>(g.BlockFloats()),
-                          cudaMemcpyHostToDevice, static_cast<cudaStream_t>(stream_)),
-          "cudaMemcpyAsync (import a KV block)");
-    }
-  }
-  if (copied.ok()) {
-    copied = CudaStatus(cudaStreamSynchronize(static_cast<cudaStream_t>(stream_)),
-                        "cudaStreamSynchronize (import)");
+    copied = BlocksToDevice(kv.block_table(l), blocks, host);
   }
   if (!copied.ok()) {
     kv.Release(pool_);

@@ -1,12 +1,13 @@
-// The CUDA backend (fp32 compute and KV, fp32 or bf16 weights): CpuModelRunner's batched Llama
+// The CUDA backend (fp32 arithmetic; weights and KV cache stored as fp32, bf16 or fp16, see
+// DeviceDtype): CpuModelRunner's batched Llama
 // forward pass on one GPU (device 0), with the same semantics, the same KV block layout
 // (PagedKvGeometry) and the same compression at the end of prefill (same kept entries, shared host
 // code in step_kv_plan.h / kv_selection.h).
 //
-// Owns: every weight in device memory, matrices as fp32 or bf16 (RunnerOptions::device_weights;
-// uploaded once, converted on the host; or random, made on the device, for benchmarks), the KV pool
-// (one cudaMalloc), one CUDA stream, one cuBLAS handle bound to it, and grow-only device scratch
-// sized by the largest step seen. No header here names a CUDA type.
+// Owns: every weight in device memory, matrices as RunnerOptions::device_weights (uploaded once,
+// converted on the host; or random, made on the device, for benchmarks), the KV pool as
+// RunnerOptions::kv_dtype (one cudaMalloc), one CUDA stream, one cuBLAS handle bound to it, and
+// grow-only device scratch sized by the largest step seen. No header here names a CUDA type.
 //
 // Not supported (Unimplemented, nothing changed): h2o compression of prompts over 16384 tokens
 // (its scoring kernel is O(n^2)). Every CUDA or cuBLAS failure is Internal and sticky: the runner
@@ -25,6 +26,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "kernels/cpu/paged_attention.h"
+#include "kernels/cuda/dtype.h"
 #include "runtime/exec/cpu_model_runner.h"
 #include "runtime/exec/model_runner.h"
 #include "runtime/exec/step_kv_plan.h"
@@ -59,7 +61,8 @@ class CudaModelRunner final : public ModelRunner {
   SequenceKv NewSequence() const override;
   void Release(SequenceKv& kv) override { kv.Release(pool_); }
 
-  // Same entry layout as the CPU backend: [2][kv_heads][head_dim].
+  // Same entry layout as the CPU backend: [2][kv_heads][head_dim] (a 16-bit cache is widened on
+  // export and rounded on import).
   int64_t entry_floats() const override { return 2 * geometry_.num_kv_heads * geometry_.head_dim; }
   absl::Status ExportLayer(const SequenceKv& kv, int32_t layer, std::vector<float>& out) override;
   absl::StatusOr<SequenceKv> ImportSequence(std::span<const std::vector<float>> layers,
@@ -68,7 +71,9 @@ class CudaModelRunner final : public ModelRunner {
   BlockPool& pool() override { return pool_; }
   const ModelConfig& config() const override { return config_; }
   int32_t block_size() const override { return options_.block_size; }
-  int64_t block_bytes() const override { return geometry_.BlockFloats() * int64_t{sizeof(float)}; }
+  int64_t block_bytes() const override {
+    return geometry_.BlockFloats() * cuda::DtypeBytes(kv_dtype_);
+  }
   const PagedKvGeometry& geometry() const { return geometry_; }
 
  private:
@@ -92,8 +97,8 @@ class CudaModelRunner final : public ModelRunner {
     size_t bytes_ = 0;
   };
 
-  // Device pointers of one layer's weights: matrices [rows, cols] as in LayerWeights, fp32 or
-  // bf16 (bf16_); norms and biases fp32, biases null when the model has none.
+  // Device pointers of one layer's weights: matrices [rows, cols] as in LayerWeights, stored as
+  // weights_dtype_; norms and biases fp32, biases null when the model has none.
   struct LayerPointers {
     const float *attn_norm, *bq, *bk, *bv, *ffn_norm;
     const void *wq, *wk, *wv, *wo, *w_gate, *w_up, *w_down;
@@ -120,6 +125,12 @@ class CudaModelRunner final : public ModelRunner {
   absl::StatusOr<const void*> UploadMatrix(const WeightMatrix& m);
   absl::StatusOr<const float*> UploadVector(const std::vector<float>& v);
   absl::Status CopyBlock(BlockId from, BlockId to);
+  // The first `blocks` blocks of `table`, widened to fp32 (host: [blocks][BlockFloats]); and
+  // back, rounded to the pool's format.
+  absl::Status BlocksToHost(std::span<const BlockId> table, int64_t blocks,
+                            std::vector<float>& host);
+  absl::Status BlocksToDevice(std::span<const BlockId> table, int64_t blocks,
+                              const std::vector<float>& host);
 
   absl::Status CheckSupported(std::span<const StepSequence> batch, const StepKvPlan& plan) const;
   absl::Status RunStep(std::span<const StepSequence> batch, std::vector<float>& logits);
@@ -136,9 +147,8 @@ class CudaModelRunner final : public ModelRunner {
   absl::Status WriteKv(int32_t layer, std::span<const StepSequence> batch);
   absl::Status ReadBackPrefix(size_t s, int32_t layer, std::span<const StepSequence> batch);
   absl::Status Attention(int32_t layer, std::span<const StepSequence> batch);
-  absl::Status AttendRows(int64_t first_row, int64_t rows, const float* pool, int32_t block_size,
-                          const int32_t* tables, int32_t table_stride, int64_t max_kv_len,
-                          int32_t layer);
+  absl::Status AttendRows(int64_t first_row, int64_t rows, const int32_t* tables,
+                          int32_t table_stride, int64_t max_kv_len, int32_t layer);
   absl::Status AttendPrefill(size_t s, int32_t layer, std::span<const StepSequence> batch);
   absl::Status CompressLayer(int32_t layer, std::span<const StepSequence> batch);
   absl::Status SelectKept(size_t s, int32_t layer, std::span<const StepSequence> batch);
@@ -158,7 +168,8 @@ class CudaModelRunner final : public ModelRunner {
   RunnerOptions options_;
   PagedKvGeometry geometry_;
   BlockPool pool_;
-  const bool bf16_;         // matrices stored as bf16 (RunnerOptions::device_weights)
+  const cuda::Dtype weights_dtype_;  // RunnerOptions::device_weights
+  const cuda::Dtype kv_dtype_;       // RunnerOptions::kv_dtype
   absl::Status fault_;      // the first CUDA failure; every later call returns it
   void* stream_ = nullptr;  // cudaStream_t
   std::unique_ptr<cuda::Blas> blas_;
@@ -167,11 +178,11 @@ class CudaModelRunner final : public ModelRunner {
   // Weights and the KV pool (device).
   std::vector<Buffer> weight_buffers_;
   std::vector<LayerPointers> layers_;
-  const void* embedding_ = nullptr;     // [vocab, dim], fp32 or bf16
-  const void* output_ = nullptr;        // [vocab, dim], fp32 or bf16
+  const void* embedding_ = nullptr;     // [vocab, dim], weights_dtype_
+  const void* output_ = nullptr;        // [vocab, dim], weights_dtype_
   const float* output_norm_ = nullptr;  // [dim]
   const float* inv_freq_ = nullptr;     // [rope_dim / 2]
-  Buffer kv_pool_;                      // [num_blocks][BlockFloats]
+  Buffer kv_pool_;                      // [num_blocks][BlockFloats], kv_dtype_
 
   // Step state. Rows are the step's new tokens ordered by group (decodes, prefills,
   // compressing prefills), batch order within a group.
@@ -200,9 +211,10 @@ class CudaModelRunner final : public ModelRunner {
   std::vector<int32_t> host_kept_;        // [kv_heads][kept] for host-chosen entries
   Buffer step_i32_, step_slots_;
   Buffer x_, xn_, q_, k_, v_, attn_, gate_, up_, ones_, logits_, attn_ws_;
-  Buffer x16_;          // bf16 weights: a product's input rounded to bf16
+  Buffer x16_;          // 16-bit weights: a product's input in their format
   Buffer compress_ws_;  // per compressing sequence: its "block" of n entries, K then V
   Buffer scores_, pooled_, kept_;
+  Buffer import_f32_, import_16_;  // ImportSequence: one layer's blocks, fp32 and converted
   int64_t ones_rows_ = 0;  // rows of ones_ holding 1.0f
 };
 

@@ -1,9 +1,10 @@
 // The CUDA backend end to end: stories260K against llama2.c's golden logits, and against the CPU
 // backend (the reference) for compression (the same kept entries per layer and KV head, then the
 // same logits), batches mixing prefill and decode, session suffixes over compressed caches,
-// copy-on-write forks, durable export/import, other weight types, bf16 device weights, random
-// weights made on the device, and HF models with q/k/v biases and llama3 RoPE scaling. Label gpu:
-// every case skips without a device, except the factory case, which then checks the refusal.
+// copy-on-write forks, durable export/import, other weight types, 16-bit device weights and KV
+// caches, random weights made on the device, and HF models with q/k/v biases and llama3 RoPE
+// scaling. Label gpu: every case skips without a device, except the factory case, which then
+// checks the refusal.
 #include "runtime/exec/cuda_model_runner.h"
 
 #include <gtest/gtest.h>
@@ -163,30 +164,125 @@ TEST_F(CudaRunnerTest, PrefillMatchesGoldenLogitsAtEveryPosition) {
   }
 }
 
-// bf16 weights (activations rounded to bf16 at each product, fp32 accumulation) against the
-// fp32 golden run. Tolerances: a PyTorch emulation of exactly this rounding on stories260K gives
-// max |diff| 0.11, mean 0.020 (logits up to 22) and the same argmax at all 48 positions; the
-// bounds below leave 4-5x room and allow two near-tie flips.
-TEST_F(CudaRunnerTest, Bf16WeightsStayCloseToTheGoldenRun) {
-  RunnerOptions o = Options(16, int64_t{64} << 20);
-  o.device_weights = DeviceWeights::kBf16;
-  auto runner = CudaModelRunner::Create(*weights_, o);
-  ASSERT_TRUE(runner.ok()) << runner.status();
-  SequenceKv kv = (*runner)->NewSequence();
-  const std::vector<float> logits = StepOne(**runner, kv, Fed(), true);
-  ASSERT_EQ(logits.size(), 48 * kVocab);
-  double sum = 0.0;
-  int agree = 0;
-  for (int64_t p = 0; p < 48; ++p) {
-    std::span<const float> row(logits.data() + p * kVocab, kVocab);
-    EXPECT_LT(GoldenDiff(row, p), 0.5f) << "position " << p;
-    const auto& ref = golden_.logits[static_cast<size_t>(p)];
-    for (size_t i = 0; i < kVocab; ++i) sum += std::fabs(row[i] - ref[i]);
-    agree += Argmax(row) == golden_.full_sequence[static_cast<size_t>(p + 1)];
+// ---- 16-bit storage ----------------------------------------------------------------------------
+
+struct StorageCase {
+  DeviceDtype weights, kv;
+  float max_diff, mean_diff;  // bounds on |logit - golden| at any position, and on average
+};
+
+// 16-bit weights (each product's input rounded to the same format, fp32 accumulation) and 16-bit
+// KV caches (K and V rounded once, when written) against the fp32 golden run, prefill (all 48
+// rows) and decode (positions 4 to 47 one by one, after the 4-token prompt).
+// tools/device/emulate_rounding.py (PyTorch, exactly this rounding) gives max |diff|, mean |diff|
+// and argmax agreement with the golden next token: bf16 weights 0.111 / 0.0201 / 48 of 48, f16
+// weights 0.0127 / 0.0023 / 48, bf16 KV 0.122 / 0.0137 / 48, f16 KV 0.0136 / 0.0017 / 48, both bf16
+// 0.133 / 0.0238 / 48, both f16 0.0162 / 0.0031 / 48. The bounds leave about 4x room and allow two
+// near-tie flips.
+TEST_F(CudaRunnerTest, SixteenBitStorageStaysCloseToTheGoldenRun) {
+  using T = DeviceDtype;
+  const StorageCase cases[] = {
+      {T::kBf16, T::kF32, 0.5f, 0.08f}, {T::kF16, T::kF32, 0.06f, 0.01f},
+      {T::kF32, T::kBf16, 0.5f, 0.06f}, {T::kF32, T::kF16, 0.06f, 0.008f},
+      {T::kBf16, T::kBf16, 0.6f, 0.1f}, {T::kF16, T::kF16, 0.07f, 0.013f},
+  };
+  for (const StorageCase& c : cases) {
+    const std::string what =
+        absl::StrCat("weights ", DeviceDtypeName(c.weights), ", kv ", DeviceDtypeName(c.kv));
+    RunnerOptions o = Options(16, int64_t{64} << 20);
+    o.device_weights = c.weights;
+    o.kv_dtype = c.kv;
+    auto runner = CudaModelRunner::Create(*weights_, o);
+    ASSERT_TRUE(runner.ok()) << runner.status();
+    for (bool decode : {false, true}) {
+      SequenceKv kv = (*runner)->NewSequence();
+      std::vector<float> logits;
+      int64_t first = 0;
+      if (decode) {
+        first = 3;  // the prompt's last row, then one decode step per position
+        logits = StepOne(**runner, kv, Fed().first(4));
+        for (int64_t p = 4; p < 48; ++p) {
+          const std::vector<float> row = StepOne(**runner, kv, Fed().subspan(p, 1));
+          logits.insert(logits.end(), row.begin(), row.end());
+        }
+      } else {
+        logits = StepOne(**runner, kv, Fed(), true);
+      }
+      ASSERT_EQ(logits.size(), (48 - first) * kVocab) << what;
+      double sum = 0.0;
+      int agree = 0;
+      for (int64_t p = first; p < 48; ++p) {
+        std::span<const float> row(logits.data() + (p - first) * kVocab, kVocab);
+        EXPECT_LT(GoldenDiff(row, p), c.max_diff) << what << " position " << p;
+        const auto& ref = golden_.logits[static_cast<size_t>(p)];
+        for (size_t i = 0; i < kVocab; ++i) sum += std::fabs(row[i] - ref[i]);
+        agree += Argmax(row) == golden_.full_sequence[static_cast<size_t>(p + 1)];
+      }
+      EXPECT_LT(sum / ((48.0 - first) * kVocab), c.mean_diff) << what;
+      EXPECT_GE(agree, 46 - first) << what << (decode ? " decode" : " prefill");
+      (*runner)->Release(kv);
+    }
   }
-  EXPECT_LT(sum / (48.0 * kVocab), 0.08);
-  EXPECT_GE(agree, 46);
-  (*runner)->Release(kv);
+}
+
+// A 16-bit KV cache: twice the blocks in the same bytes; every stored value is a value of the
+// format and within one rounding step of the CPU's fp32 cache; a chunked compressing prefill
+// (its first chunk read back from the 16-bit pool) keeps as many entries per layer as the CPU and
+// stays within the golden tolerance of the format; export widens and import rounds bit-exactly.
+TEST_F(CudaRunnerTest, SixteenBitKvCacheHoldsRoundedEntries) {
+  for (DeviceDtype t : {DeviceDtype::kBf16, DeviceDtype::kF16}) {
+    const cuda::Dtype dt = t == DeviceDtype::kBf16 ? cuda::Dtype::kBf16 : cuda::Dtype::kF16;
+    const float rel = t == DeviceDtype::kBf16 ? 1.0f / 128 : 1.0f / 1024;  // one rounding step
+    const float logit_tol = t == DeviceDtype::kBf16 ? 0.5f : 0.06f;
+    RunnerOptions o = Options(5, int64_t{64} << 20);
+    o.kv_dtype = t;
+    auto made = CudaModelRunner::Create(*weights_, o);
+    ASSERT_TRUE(made.ok()) << made.status();
+    CudaModelRunner& gpu = **made;
+    auto gpu32 = Cuda(5);
+    auto cpu = Cpu(5);
+    ASSERT_TRUE(gpu32 && cpu);
+    EXPECT_EQ(gpu.block_bytes() * 2, gpu32->block_bytes());
+    EXPECT_GE(gpu.pool().num_blocks(), 2 * gpu32->pool().num_blocks());
+
+    const std::vector<int32_t> prompt = Synthetic(60);
+    SequenceKv g = gpu.NewSequence(), c = cpu->NewSequence();
+    StepOne(gpu, g, prompt);
+    StepOne(*cpu, c, prompt);
+    const auto ge = ExportAll(gpu, g), ce = ExportAll(*cpu, c);
+    for (size_t l = 0; l < ge.size(); ++l) {
+      ASSERT_EQ(ge[l].size(), ce[l].size());
+      for (size_t i = 0; i < ge[l].size(); ++i) {
+        ASSERT_EQ(testing::FromBits(testing::ToBits(ge[l][i], dt), dt), ge[l][i]) << i;
+        ASSERT_NEAR(ge[l][i], ce[l][i], rel * std::fabs(ce[l][i]) + 1e-4f) << "layer " << l;
+      }
+    }
+    // Export, import into a fresh sequence: bit-exact, and it decodes as the original.
+    auto imported = gpu.ImportSequence(ge, g.num_positions());
+    ASSERT_TRUE(imported.ok()) << imported.status();
+    EXPECT_EQ(ExportAll(gpu, *imported), ge);
+    const int32_t next = 42;
+    EXPECT_LT(MaxAbsDiff(StepOne(gpu, *imported, {&next, 1}), StepOne(gpu, g, {&next, 1})), 1e-5f);
+
+    KvPolicy pyramid;
+    pyramid.method = KvMethod::kPyramidKv;
+    pyramid.budget = 20;
+    SequenceKv gc = gpu.NewSequence(), cc = cpu->NewSequence();
+    std::span<const int32_t> all(prompt);
+    StepOne(gpu, gc, all.first(40));
+    StepOne(*cpu, cc, all.first(40));
+    const std::vector<float> gl = StepOne(gpu, gc, all.last(20), false, &pyramid);
+    const std::vector<float> cl = StepOne(*cpu, cc, all.last(20), false, &pyramid);
+    EXPECT_LT(MaxAbsDiff(gl, cl), logit_tol) << DeviceDtypeName(t);
+    for (int32_t l = 0; l < gc.num_layers(); ++l) {
+      EXPECT_EQ(gc.layer_length(l), cc.layer_length(l)) << "layer " << l;
+    }
+    EXPECT_LT(MaxAbsDiff(StepOne(gpu, gc, {&next, 1}), StepOne(*cpu, cc, {&next, 1})), logit_tol);
+    for (SequenceKv* kv : {&g, &*imported, &gc}) gpu.Release(*kv);
+    cpu->Release(c);
+    cpu->Release(cc);
+    EXPECT_EQ(gpu.pool().num_free(), gpu.pool().num_blocks());
+  }
 }
 
 TEST_F(CudaRunnerTest, DecodeStepsReproduceGreedyIdsAndLogits) {
@@ -552,21 +648,25 @@ TEST_F(CudaModelsTest, RandomWeightsMadeOnTheDeviceEqualTheRandomModelFile) {
     ASSERT_TRUE(w.ok()) << w.status();
     ExpectSameAsCpu(**w, tied ? "random tied" : "random",
                     CudaModelRunner::CreateRandom((*w)->config(), 9, SmallPoolOptions()));
-    // bf16: both round the same fp32 values to nearest even, so the runners hold the same bits.
-    RunnerOptions o = SmallPoolOptions();
-    o.device_weights = DeviceWeights::kBf16;
-    auto made = CudaModelRunner::CreateRandom((*w)->config(), 9, o);
-    auto loaded = CudaModelRunner::Create(**w, o);
-    ASSERT_TRUE(made.ok()) << made.status();
-    ASSERT_TRUE(loaded.ok()) << loaded.status();
-    std::vector<int32_t> prompt;
-    for (int32_t i = 0; i < 30; ++i) prompt.push_back((i * 53 + 7) % spec.vocab_size);
-    SequenceKv a = (*made)->NewSequence(), b = (*loaded)->NewSequence();
-    EXPECT_LT(MaxAbsDiff(StepOne(**made, a, prompt, true), StepOne(**loaded, b, prompt, true)),
-              1e-5f)
-        << (tied ? "bf16 tied" : "bf16");
-    (*made)->Release(a);
-    (*loaded)->Release(b);
+    // 16 bits: both round the same fp32 values to nearest even, so the runners hold the same
+    // bits (with a 16-bit KV cache too).
+    for (DeviceDtype t : {DeviceDtype::kBf16, DeviceDtype::kF16}) {
+      RunnerOptions o = SmallPoolOptions();
+      o.device_weights = t;
+      o.kv_dtype = t;
+      auto made = CudaModelRunner::CreateRandom((*w)->config(), 9, o);
+      auto loaded = CudaModelRunner::Create(**w, o);
+      ASSERT_TRUE(made.ok()) << made.status();
+      ASSERT_TRUE(loaded.ok()) << loaded.status();
+      std::vector<int32_t> prompt;
+      for (int32_t i = 0; i < 30; ++i) prompt.push_back((i * 53 + 7) % spec.vocab_size);
+      SequenceKv a = (*made)->NewSequence(), b = (*loaded)->NewSequence();
+      EXPECT_LT(MaxAbsDiff(StepOne(**made, a, prompt, true), StepOne(**loaded, b, prompt, true)),
+                1e-5f)
+          << (tied ? "tied " : "") << DeviceDtypeName(t);
+      (*made)->Release(a);
+      (*loaded)->Release(b);
+    }
   }
   ModelConfig bad;
   EXPECT_EQ(CudaModelRunner::CreateRandom(bad, 1, SmallPoolOptions()).status().code(),

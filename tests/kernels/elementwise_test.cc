@@ -1,6 +1,5 @@
-// CUDA RMSNorm, RoPE, SwiGLU, embedding gather (fp32, bf16), bf16 rounding and uniform fill vs the
-// CPU twins, on awkward
-// shapes.
+// CUDA RMSNorm, RoPE, SwiGLU, embedding gather (fp32, bf16, fp16), 16-bit rounding and uniform
+// fill vs the CPU twins, on awkward shapes.
 #include "kernels/cuda/elementwise.h"
 
 #include <gtest/gtest.h>
@@ -125,9 +124,10 @@ TEST(CudaElementwise, SwiGluAndGatherMatchCpu) {
   }
 }
 
-// bf16 rounding (round to nearest even) bit for bit, incl. ties, subnormals, infinities and the
-// largest finite floats (which round to infinity); NaN stays NaN.
-TEST(CudaElementwise, F32ToBf16MatchesCpuExactly) {
+// Conversion to each 16-bit format (round to nearest even) bit for bit against the CPU twins,
+// incl. ties, subnormals, infinities and values that round to infinity; NaN stays NaN. fp32 is a
+// copy. LaunchRoundTrip equals the conversion read back.
+TEST(CudaElementwise, ConvertMatchesCpuExactly) {
   FUNNEL_SKIP_WITHOUT_GPU();
   std::vector<float> x = Random(70000, 21, 100.0f);
   auto bits = [](uint32_t b) {
@@ -135,44 +135,64 @@ TEST(CudaElementwise, F32ToBf16MatchesCpuExactly) {
     std::memcpy(&f, &b, 4);
     return f;
   };
+  // bf16 ties and edges; then fp16: max finite 65504, 65519 (rounds down), 65520 (ties to inf),
+  // 2^-24 (smallest subnormal), 2^-25 (a tie to zero), 3 * 2^-25 (a tie up), 1 + 2^-11 (a tie).
   for (uint32_t b : {0x3f808000u, 0x3f818000u, 0x3f80ffffu, 0x00000001u, 0x807fffffu, 0x7f7fffffu,
-                     0xff7fffffu, 0x7f800000u, 0xff800000u, 0x80000000u}) {
+                     0xff7fffffu, 0x7f800000u, 0xff800000u, 0x80000000u, 0x477fe000u, 0x477fef00u,
+                     0x477ff000u, 0x33800000u, 0x33000000u, 0x33c00000u, 0x3f801000u}) {
     x.push_back(bits(b));
   }
-  std::vector<uint16_t> ref(x.size());
-  for (size_t i = 0; i < x.size(); ++i) ref[i] = Fp32ToBf16(x[i]);
+  for (float f : {1e-6f, -3e-5f, 6.1e-5f, 1e5f, -7e4f}) x.push_back(f);
+  const int64_t n = static_cast<int64_t>(x.size());
   DeviceVector<float> dx(x);
-  DeviceVector<uint16_t> dout(x.size());
-  ASSERT_EQ(cuda::LaunchF32ToBf16(dx.get(), dout.get(), static_cast<int64_t>(x.size()), nullptr),
-            0);
-  ASSERT_EQ(cuda::Synchronize(), 0);
-  EXPECT_EQ(dout.ToHost(), ref);
-  const std::vector<float> nan = {std::nanf("")};
-  DeviceVector<float> dnan(nan);
-  ASSERT_EQ(cuda::LaunchF32ToBf16(dnan.get(), dout.get(), 1, nullptr), 0);
-  ASSERT_EQ(cuda::Synchronize(), 0);
-  EXPECT_TRUE(std::isnan(Bf16ToFp32(dout.ToHost()[0])));
+  for (cuda::Dtype type : {cuda::Dtype::kBf16, cuda::Dtype::kF16}) {
+    std::vector<uint16_t> ref(x.size());
+    for (size_t i = 0; i < x.size(); ++i) ref[i] = testing::ToBits(x[i], type);
+    DeviceVector<uint16_t> dout(x.size());
+    ASSERT_EQ(cuda::LaunchConvert(dx.get(), dout.get(), n, type, nullptr), 0);
+    ASSERT_EQ(cuda::Synchronize(), 0);
+    EXPECT_EQ(dout.ToHost(), ref) << testing::DtypeName(type);
+
+    std::vector<float> round = x;
+    testing::RoundInPlace(round, type);
+    DeviceVector<float> dround(x);
+    ASSERT_EQ(cuda::LaunchRoundTrip(dround.get(), n, type, nullptr), 0);
+    const std::vector<float> got = dround.ToHost();
+    for (size_t i = 0; i < x.size(); ++i) {
+      ASSERT_EQ(std::memcmp(&got[i], &round[i], 4), 0) << testing::DtypeName(type) << " " << x[i];
+    }
+
+    const std::vector<float> nan = {std::nanf("")};
+    DeviceVector<float> dnan(nan);
+    ASSERT_EQ(cuda::LaunchConvert(dnan.get(), dout.get(), 1, type, nullptr), 0);
+    ASSERT_EQ(cuda::Synchronize(), 0);
+    EXPECT_TRUE(std::isnan(testing::FromBits(dout.ToHost()[0], type)));
+  }
+  DeviceVector<float> copy(x.size());
+  ASSERT_EQ(cuda::LaunchConvert(dx.get(), copy.get(), n, cuda::Dtype::kF32, nullptr), 0);
+  EXPECT_EQ(copy.ToHost(), x);
 }
 
-TEST(CudaElementwise, EmbeddingGatherBf16MatchesCpu) {
+TEST(CudaElementwise, EmbeddingGatherTypedMatchesCpu) {
   FUNNEL_SKIP_WITHOUT_GPU();
   for (int64_t dim : {1, 63, 4096}) {
-    const int64_t vocab = 37;
-    const std::vector<float> table = Random(vocab * dim, 22);
-    std::vector<uint16_t> table16(table.size());
-    for (size_t i = 0; i < table.size(); ++i) table16[i] = Fp32ToBf16(table[i]);
-    const std::vector<int32_t> ids = {36, 0, 5, 5, 17};
-    std::vector<float> ref;
-    for (int32_t id : ids) {
-      for (int64_t c = 0; c < dim; ++c) ref.push_back(Bf16ToFp32(table16[id * dim + c]));
+    for (cuda::Dtype type : testing::kAllDtypes) {
+      const int64_t vocab = 37;
+      std::vector<float> table = Random(vocab * dim, 22);
+      testing::DeviceTyped dtable(table, type);  // rounds `table` to the stored values
+      const std::vector<int32_t> ids = {36, 0, 5, 5, 17};
+      std::vector<float> ref;
+      for (int32_t id : ids) {
+        for (int64_t c = 0; c < dim; ++c) ref.push_back(table[id * dim + c]);
+      }
+      DeviceVector<int32_t> dids(ids);
+      DeviceVector<float> dout(ref.size());
+      ASSERT_EQ(cuda::LaunchEmbeddingGatherTyped(dtable.get(), type, dids.get(), dout.get(), 5, dim,
+                                                 nullptr),
+                0);
+      ASSERT_EQ(cuda::Synchronize(), 0);
+      EXPECT_EQ(dout.ToHost(), ref) << testing::DtypeName(type) << " " << dim;
     }
-    DeviceVector<uint16_t> dtable(table16);
-    DeviceVector<int32_t> dids(ids);
-    DeviceVector<float> dout(ref.size());
-    ASSERT_EQ(
-        cuda::LaunchEmbeddingGatherBf16(dtable.get(), dids.get(), dout.get(), 5, dim, nullptr), 0);
-    ASSERT_EQ(cuda::Synchronize(), 0);
-    EXPECT_EQ(dout.ToHost(), ref) << dim;
   }
 }
 

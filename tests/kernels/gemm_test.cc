@@ -1,4 +1,4 @@
-// cuBLAS products vs the CPU twin (MatMulReference) for fp32 and bf16 inputs, odd shapes.
+// cuBLAS products vs the CPU twin (MatMulReference) for fp32, bf16 and fp16 inputs, odd shapes.
 #include "kernels/cuda/gemm.h"
 
 #include <gtest/gtest.h>
@@ -33,7 +33,9 @@ void ExpectWithinProductError(const std::vector<float>& y, const std::vector<flo
   }
 }
 
-TEST(CudaGemm, MatchesCpuForF32AndBf16) {
+// y = w x, or y += w x (the residual adds of the CUDA runner, and the bias broadcast: cols = 1
+// with x = ones), for fp32 and both 16-bit input formats (the reference sees the rounded inputs).
+TEST(CudaGemm, MatchesCpuForEveryInputFormat) {
   FUNNEL_SKIP_WITHOUT_GPU();
   cuda::Blas* raw = nullptr;
   ASSERT_EQ(cuda::Blas::Create(nullptr, &raw), 0);
@@ -43,73 +45,46 @@ TEST(CudaGemm, MatchesCpuForF32AndBf16) {
   struct Shape {
     int64_t rows, cols, tokens;
   };
-  for (Shape s : {Shape{1, 8, 1}, Shape{67, 40, 3}, Shape{512, 2048, 17}, Shape{4096, 128, 64}}) {
-    for (bool bf16 : {false, true}) {
-      std::vector<float> w(s.rows * s.cols), x(s.tokens * s.cols);
-      for (float& v : w) v = u(rng);
-      for (float& v : x) v = u(rng);
-      std::vector<uint16_t> wb(w.size()), xb(x.size());
-      if (bf16) {  // the reference sees exactly the bf16 values
-        for (size_t i = 0; i < w.size(); ++i) w[i] = Bf16ToFp32(wb[i] = Fp32ToBf16(w[i]));
-        for (size_t i = 0; i < x.size(); ++i) x[i] = Bf16ToFp32(xb[i] = Fp32ToBf16(x[i]));
+  for (Shape s : {Shape{1, 1, 1}, Shape{1, 8, 1}, Shape{67, 1, 5}, Shape{67, 40, 3},
+                  Shape{512, 300, 17}, Shape{512, 2048, 17}, Shape{4096, 128, 64}}) {
+    for (cuda::Dtype type : testing::kAllDtypes) {
+      for (bool accumulate : {false, true}) {
+        std::vector<float> w(s.rows * s.cols), x(s.tokens * s.cols), y0(s.tokens * s.rows, 0.0f);
+        for (float& v : w) v = u(rng);
+        for (float& v : x) v = u(rng);
+        if (accumulate) {
+          for (float& v : y0) v = 10.0f * u(rng);
+        }
+        testing::DeviceTyped dw(w, type), dx(x, type);  // w and x now hold the rounded values
+        std::vector<float> ref(y0.size());
+        MatMulReference(WeightMatrix{WeightType::kF32, w.data(), s.rows, s.cols}, x.data(),
+                        s.tokens, ref.data());
+        for (size_t i = 0; i < ref.size(); ++i) ref[i] += y0[i];
+        DeviceVector<float> dy(y0);
+        int status = 0;
+        if (type == cuda::Dtype::kF32) {
+          const auto* wf = static_cast<const float*>(dw.get());
+          const auto* xf = static_cast<const float*>(dx.get());
+          status = accumulate
+                       ? blas->MatMulF32Accumulate(wf, xf, s.rows, s.cols, s.tokens, dy.get())
+                       : blas->MatMulF32(wf, xf, s.rows, s.cols, s.tokens, dy.get());
+        } else {
+          const auto* wh = static_cast<const uint16_t*>(dw.get());
+          const auto* xh = static_cast<const uint16_t*>(dx.get());
+          status = accumulate
+                       ? blas->MatMul16Accumulate(type, wh, xh, s.rows, s.cols, s.tokens, dy.get())
+                       : blas->MatMul16(type, wh, xh, s.rows, s.cols, s.tokens, dy.get());
+        }
+        ASSERT_EQ(status, 0);
+        ASSERT_EQ(cuda::Synchronize(), 0);
+        ExpectWithinProductError(dy.ToHost(), ref, w, x, y0, s.rows, s.cols, s.tokens,
+                                 testing::DtypeName(type));
       }
-      std::vector<float> ref(s.tokens * s.rows);
-      MatMulReference(WeightMatrix{WeightType::kF32, w.data(), s.rows, s.cols}, x.data(), s.tokens,
-                      ref.data());
-      DeviceVector<float> dy(ref.size());
-      if (bf16) {
-        DeviceVector<uint16_t> dw(wb), dx(xb);
-        ASSERT_EQ(blas->MatMulBf16(dw.get(), dx.get(), s.rows, s.cols, s.tokens, dy.get()), 0);
-      } else {
-        DeviceVector<float> dw(w), dx(x);
-        ASSERT_EQ(blas->MatMulF32(dw.get(), dx.get(), s.rows, s.cols, s.tokens, dy.get()), 0);
-      }
-      ASSERT_EQ(cuda::Synchronize(), 0);
-      ExpectWithinProductError(dy.ToHost(), ref, w, x, std::vector<float>(ref.size(), 0.0f), s.rows,
-                               s.cols, s.tokens, bf16 ? "bf16" : "f32");
     }
   }
-}
-
-// y += w x (fp32 and bf16): the residual adds of the CUDA runner, and the bias broadcast (cols = 1
-// with x = ones).
-TEST(CudaGemm, AccumulateAddsTheProductToY) {
-  FUNNEL_SKIP_WITHOUT_GPU();
-  cuda::Blas* raw = nullptr;
-  ASSERT_EQ(cuda::Blas::Create(nullptr, &raw), 0);
-  std::unique_ptr<cuda::Blas> blas(raw);
-  std::mt19937 rng(5);
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  struct Shape {
-    int64_t rows, cols, tokens;
-  };
-  for (Shape s : {Shape{1, 1, 1}, Shape{67, 1, 5}, Shape{96, 40, 3}, Shape{512, 300, 17}}) {
-    std::vector<float> w(s.rows * s.cols), x(s.tokens * s.cols), y0(s.tokens * s.rows);
-    for (float& v : w) v = u(rng);
-    for (float& v : x) v = u(rng);
-    for (float& v : y0) v = 10.0f * u(rng);
-    std::vector<float> ref(y0.size());
-    MatMulReference(WeightMatrix{WeightType::kF32, w.data(), s.rows, s.cols}, x.data(), s.tokens,
-                    ref.data());
-    for (size_t i = 0; i < ref.size(); ++i) ref[i] += y0[i];
-    DeviceVector<float> dw(w), dx(x), dy(y0);
-    ASSERT_EQ(blas->MatMulF32Accumulate(dw.get(), dx.get(), s.rows, s.cols, s.tokens, dy.get()), 0);
-    ASSERT_EQ(cuda::Synchronize(), 0);
-    ExpectWithinProductError(dy.ToHost(), ref, w, x, y0, s.rows, s.cols, s.tokens, "f32");
-    // bf16 inputs (the reference sees the rounded values), fp32 y accumulated.
-    std::vector<uint16_t> wb(w.size()), xb(x.size());
-    for (size_t i = 0; i < w.size(); ++i) w[i] = Bf16ToFp32(wb[i] = Fp32ToBf16(w[i]));
-    for (size_t i = 0; i < x.size(); ++i) x[i] = Bf16ToFp32(xb[i] = Fp32ToBf16(x[i]));
-    MatMulReference(WeightMatrix{WeightType::kF32, w.data(), s.rows, s.cols}, x.data(), s.tokens,
-                    ref.data());
-    for (size_t i = 0; i < ref.size(); ++i) ref[i] += y0[i];
-    DeviceVector<uint16_t> dwb(wb), dxb(xb);
-    DeviceVector<float> dyb(y0);
-    ASSERT_EQ(blas->MatMulBf16Accumulate(dwb.get(), dxb.get(), s.rows, s.cols, s.tokens, dyb.get()),
-              0);
-    ASSERT_EQ(cuda::Synchronize(), 0);
-    ExpectWithinProductError(dyb.ToHost(), ref, w, x, y0, s.rows, s.cols, s.tokens, "bf16");
-  }
+  DeviceVector<uint16_t> h(8);
+  DeviceVector<float> y(1);
+  EXPECT_NE(blas->MatMul16(cuda::Dtype::kF32, h.get(), h.get(), 1, 8, 1, y.get()), 0);
 }
 
 }  // namespace

@@ -184,21 +184,27 @@ TEST(CudaKvCompress, PoolAverageTopKAndGatherMatchCpu) {
   for (auto& x : kept) x = static_cast<int32_t>(rng() % s.n);
   std::vector<int32_t> table = {3, 0, 2};
   PagedKvGeometry g{bs, s.kv_heads, s.d};
-  std::vector<float> pool(static_cast<size_t>(blocks) * g.BlockFloats(), 0.0f);
-  DeviceVector<float> dk(in.keys), dv(values), dpool(pool);
+  DeviceVector<float> dk(in.keys), dv(values);
   DeviceVector<int32_t> dkept(kept), dtable(table);
-  ASSERT_EQ(cuda::LaunchGatherKept(dk.get(), dv.get(), s.n, dkept.get(), count, s.kv_heads, s.d,
-                                   dtable.get(), bs, dpool.get(), nullptr),
-            0);
-  for (int32_t kv = 0; kv < s.kv_heads; ++kv) {
-    for (int64_t e = 0; e < count; ++e) {
-      float* block = pool.data() + table[e / bs] * g.BlockFloats();
-      const int64_t src = kept[kv * count + e];
-      std::copy_n(in.keys.data() + (kv * s.n + src) * s.d, s.d, block + g.KOffset(kv, e % bs));
-      std::copy_n(values.data() + (kv * s.n + src) * s.d, s.d, block + g.VOffset(kv, e % bs));
+  for (cuda::Dtype type : testing::kAllDtypes) {  // rounded to the pool's format
+    std::vector<float> pool(static_cast<size_t>(blocks) * g.BlockFloats(), 0.0f);
+    testing::DeviceTyped dpool(pool, type);
+    ASSERT_EQ(cuda::LaunchGatherKept(dk.get(), dv.get(), s.n, dkept.get(), count, s.kv_heads, s.d,
+                                     dtable.get(), bs, dpool.get(), type, nullptr),
+              0);
+    std::vector<float> keys = in.keys, vals = values;
+    testing::RoundInPlace(keys, type);
+    testing::RoundInPlace(vals, type);
+    for (int32_t kv = 0; kv < s.kv_heads; ++kv) {
+      for (int64_t e = 0; e < count; ++e) {
+        float* block = pool.data() + table[e / bs] * g.BlockFloats();
+        const int64_t src = kept[kv * count + e];
+        std::copy_n(keys.data() + (kv * s.n + src) * s.d, s.d, block + g.KOffset(kv, e % bs));
+        std::copy_n(vals.data() + (kv * s.n + src) * s.d, s.d, block + g.VOffset(kv, e % bs));
+      }
     }
+    EXPECT_EQ(dpool.ToHost(), pool) << testing::DtypeName(type);
   }
-  EXPECT_EQ(dpool.ToHost(), pool);
 }
 
 }  // namespace

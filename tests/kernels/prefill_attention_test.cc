@@ -1,6 +1,7 @@
 // CUDA paged causal prefill attention vs its CPU twin (PagedAttentionKvHead with n_q = q_len):
 // q_len 1/7/64/129, plain prefill and suffixes over a paged prefix, 1 and 3 sequences of
-// different lengths, GQA 1/4/8, head_dim 32/40/64/128/256, block sizes 1/5/16, shuffled blocks.
+// different lengths, GQA 1/4/8, head_dim 32/40/64/128/256, block sizes 1/5/16, shuffled blocks;
+// pools of fp32, bf16 and fp16 (the CPU twin reads the same rounded values).
 #include "kernels/cuda/prefill_attention.h"
 
 #include <gtest/gtest.h>
@@ -18,7 +19,10 @@
 namespace funnel {
 namespace {
 
+using testing::DeviceTyped;
 using testing::DeviceVector;
+using testing::DtypeName;
+using testing::kAllDtypes;
 using testing::ToleranceRatio;
 
 // fp32 tolerance: 1e-4 relative, plus 1e-5 absolute for outputs near zero.
@@ -92,8 +96,10 @@ std::vector<float> CpuPrefill(const Case& c, const Inputs& in) {
   return out;
 }
 
-std::vector<float> GpuPrefill(const Case& c, const Inputs& in, int* error) {
-  DeviceVector<float> dq(in.q), dout(std::vector<float>(in.q.size(), kGuard)), dpool(in.pool);
+// Runs the kernel over in.pool stored as `type`; rounds in.pool in place to the stored values.
+std::vector<float> GpuPrefill(const Case& c, Inputs& in, cuda::Dtype type, int* error) {
+  DeviceVector<float> dq(in.q), dout(std::vector<float>(in.q.size(), kGuard));
+  DeviceTyped dpool(in.pool, type);
   DeviceVector<int32_t> dtables(in.tables), dindptr(in.q_indptr), dlens(in.kv_lens);
   cuda::PagedPrefillParams p;
   p.q = dq.get();
@@ -103,6 +109,7 @@ std::vector<float> GpuPrefill(const Case& c, const Inputs& in, int* error) {
   p.num_kv_heads = c.kv_heads;
   p.head_dim = c.head_dim;
   p.pool = dpool.get();
+  p.kv_dtype = type;
   p.block_size = c.block_size;
   p.block_tables = dtables.get();
   p.max_blocks_per_seq = in.stride;
@@ -147,17 +154,20 @@ TEST(CudaPrefillAttention, MatchesCpuTwinOnAwkwardShapes) {
   FUNNEL_SKIP_WITHOUT_GPU();
   std::mt19937 rng(29);
   for (const Case& c : AwkwardCases()) {
-    const Inputs in = MakeInputs(c, rng);
-    const std::vector<float> ref = CpuPrefill(c, in);
-    int error = -1;
-    const std::vector<float> got = GpuPrefill(c, in, &error);
-    ASSERT_EQ(error, 0);
-    std::string lens;
-    for (const Seq& s : c.seqs)
-      lens += " " + std::to_string(s.q_len) + "+" + std::to_string(s.prefix);
-    EXPECT_LE(ToleranceRatio(got, ref, kAtol, kRtol), 1.0)
-        << c.heads << "/" << c.kv_heads << " heads, d " << c.head_dim << ", block " << c.block_size
-        << ", q_len+prefix:" << lens;
+    const Inputs random = MakeInputs(c, rng);
+    for (cuda::Dtype type : kAllDtypes) {
+      Inputs in = random;
+      int error = -1;
+      const std::vector<float> got = GpuPrefill(c, in, type, &error);
+      ASSERT_EQ(error, 0);
+      const std::vector<float> ref = CpuPrefill(c, in);
+      std::string lens;
+      for (const Seq& s : c.seqs)
+        lens += " " + std::to_string(s.q_len) + "+" + std::to_string(s.prefix);
+      EXPECT_LE(ToleranceRatio(got, ref, kAtol, kRtol), 1.0)
+          << DtypeName(type) << ", " << c.heads << "/" << c.kv_heads << " heads, d " << c.head_dim
+          << ", block " << c.block_size << ", q_len+prefix:" << lens;
+    }
   }
 }
 
@@ -169,7 +179,7 @@ TEST(CudaPrefillAttention, IsCausal) {
   const Case c{4, 2, 64, 16, {{20, 5}}};
   Inputs in = MakeInputs(c, rng);
   int error = -1;
-  const std::vector<float> before = GpuPrefill(c, in, &error);
+  const std::vector<float> before = GpuPrefill(c, in, cuda::Dtype::kF32, &error);
   ASSERT_EQ(error, 0);
   const int32_t last = in.kv_lens[0] - 1;
   float* block = in.pool.data() + static_cast<size_t>(in.tables[static_cast<size_t>(last / 16)]) *
@@ -180,7 +190,7 @@ TEST(CudaPrefillAttention, IsCausal) {
       block[in.geometry.VOffset(h, last % 16) + x] -= 5.0f;
     }
   }
-  const std::vector<float> after = GpuPrefill(c, in, &error);
+  const std::vector<float> after = GpuPrefill(c, in, cuda::Dtype::kF32, &error);
   ASSERT_EQ(error, 0);
   const size_t row_floats = static_cast<size_t>(c.heads) * c.head_dim;
   const size_t last_row = static_cast<size_t>(in.q_indptr[1] - 1);

@@ -4,9 +4,13 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <optional>
 #include <vector>
 
+#include "kernels/cpu/convert.h"
 #include "kernels/cuda/device.h"
+#include "kernels/cuda/dtype.h"
 
 // Skips the test when no CUDA device is usable (checks the error code, not only the count).
 #define FUNNEL_SKIP_WITHOUT_GPU()                                                      \
@@ -46,6 +50,61 @@ class DeviceVector {
   size_t bytes() const { return std::max<size_t>(1, size_) * sizeof(T); }
   T* ptr_ = nullptr;
   size_t size_ = 0;
+};
+
+// Every storage format, for tests that run each kernel on each; and its name for messages.
+inline constexpr cuda::Dtype kAllDtypes[] = {cuda::Dtype::kF32, cuda::Dtype::kBf16,
+                                             cuda::Dtype::kF16};
+inline const char* DtypeName(cuda::Dtype t) {
+  return t == cuda::Dtype::kF32 ? "f32" : (t == cuda::Dtype::kBf16 ? "bf16" : "f16");
+}
+
+// The host twins of the 16-bit formats (kernels/cpu/convert.h): bits of x, and back.
+inline uint16_t ToBits(float x, cuda::Dtype t) {
+  return t == cuda::Dtype::kBf16 ? Fp32ToBf16(x) : Fp32ToFp16(x);
+}
+inline float FromBits(uint16_t b, cuda::Dtype t) {
+  return t == cuda::Dtype::kBf16 ? Bf16ToFp32(b) : Fp16ToFp32(b);
+}
+
+// values[i] = values[i] stored as `t` and read back (fp32: unchanged).
+inline void RoundInPlace(std::vector<float>& values, cuda::Dtype t) {
+  if (t == cuda::Dtype::kF32) return;
+  for (float& x : values) x = FromBits(ToBits(x, t), t);
+}
+
+// A device copy of `values` stored as `t`. Rounds `values` in place first, so that a CPU
+// reference over them sees exactly what the device holds.
+class DeviceTyped {
+ public:
+  DeviceTyped(std::vector<float>& values, cuda::Dtype t) : type_(t) {
+    if (t == cuda::Dtype::kF32) {
+      f32_.emplace(values);
+      return;
+    }
+    std::vector<uint16_t> bits(values.size());
+    for (size_t i = 0; i < values.size(); ++i) {
+      bits[i] = ToBits(values[i], t);
+      values[i] = FromBits(bits[i], t);
+    }
+    bits_.emplace(bits);
+  }
+  void* get() const {
+    return f32_ ? static_cast<void*>(f32_->get()) : static_cast<void*>(bits_->get());
+  }
+  // The device contents, widened to fp32.
+  std::vector<float> ToHost() const {
+    if (f32_) return f32_->ToHost();
+    const std::vector<uint16_t> bits = bits_->ToHost();
+    std::vector<float> out(bits.size());
+    for (size_t i = 0; i < bits.size(); ++i) out[i] = FromBits(bits[i], type_);
+    return out;
+  }
+
+ private:
+  cuda::Dtype type_;
+  std::optional<DeviceVector<float>> f32_;
+  std::optional<DeviceVector<uint16_t>> bits_;
 };
 
 // Max |a - b| / (atol + rtol * |b|) over the vectors; <= 1 means within tolerance.

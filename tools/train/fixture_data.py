@@ -183,6 +183,7 @@ class FixtureSampler:
         self.city_prob = 1.0  # probability that a drawn "city" fact stays a city (else kv)
         self.single_prob = 0.4  # probability of a one-needle sample (else 1-4 needles of mixed kinds)
         self.far_prob = 0.0  # probability that a drawn depth is confined to the first half (far from the question)
+        self.edge_prob = 0.0  # probability that a drawn depth is at an end: [0, 0.12] or [0.9, 1]
         self.dot = tok.ids["."]
         self.lens = np.array([len(d) for d in docs], dtype=np.float64)
 
@@ -200,6 +201,11 @@ class FixtureSampler:
             if i < len(hay) and i > 0 and hay[i - 1] == self.dot:
                 return i
         return pos
+
+    @staticmethod
+    def edge_depth(rng):
+        """A depth at either end of the haystack: [0, 0.12] or [0.9, 1], equally likely."""
+        return rng.uniform(0.0, 0.12) if rng.random() < 0.5 else rng.uniform(0.9, 1.0)
 
     def fact_tokens(self, f):
         return sum(len(self.tok.encode(render(f, part), dummy_prefix=False)) for part in ("needle", "question", "answer"))
@@ -228,6 +234,8 @@ class FixtureSampler:
             depths = [rng.random() for _ in facts]
             if self.far_prob > 0:
                 depths = [d * 0.5 if rng.random() < self.far_prob else d for d in depths]
+            if self.edge_prob > 0:
+                depths = [self.edge_depth(rng) if rng.random() < self.edge_prob else d for d in depths]
         needles = [tok.encode(render(f, "needle"), dummy_prefix=False) for f in facts]
         order = list(range(len(facts)))
         rng.shuffle(order)

@@ -17,6 +17,7 @@ p = trained seconds / (--minutes * 60), so the run fits a wall-clock budget:
                      75% L in [1536, 2048], else [256, 1536]; --far-prob (default 40%) of needle depths
                      drawn from the first half of the haystack, i.e. far from the question), learning rate
                      cosine from --lr to --lr/10 over the extension. --new-extension starts another one.
+                     --edge-prob p draws that share of depths at the haystack's ends instead.
   learning rate      linear warmup (--warmup steps), cosine from --lr to --lr/10.
 Checkpoints (model, optimizer, step, trained time, phase) are written atomically every --ckpt-minutes.
 """
@@ -164,6 +165,9 @@ def main():
                     help="start a new --extend window at the checkpoint's trained time (a second extension)")
     ap.add_argument("--far-prob", type=float, default=0.4,
                     help="phase 3: probability that a needle depth is drawn from the haystack's first half")
+    ap.add_argument("--edge-prob", type=float, default=0.0,
+                    help="phase 3: probability that a needle depth is drawn at an end of the haystack "
+                         "([0, 0.12] or [0.9, 1]; applied after --far-prob)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="cpu or cuda (a GPU makes this minutes)")
     ap.add_argument("--ckpt-minutes", type=float, default=3.0)
@@ -224,6 +228,7 @@ def main():
         B = max(1, (args.tokens if phase == 0 else 2 * args.tokens) // L)
         copy_spans = max(2, L // 40) if phase == 0 else (2 if phase == 1 else 0)
         sampler.far_prob = args.far_prob if phase == 3 else 0.0
+        sampler.edge_prob = args.edge_prob if phase == 3 else 0.0
         sampler.city_prob = 0.3 if phase == 0 else 1.0
         sampler.single_prob = 0.8 if phase == 0 else 0.6
         drill_frac = 0.4 if phase == 0 else (0.2 if phase == 1 else 0.05)

@@ -184,16 +184,26 @@ TEST_F(RunnerTest, RejectsBadTokensAndEmptyInput) {
 
 // Every weight type of the random-model writer runs, and F16/BF16/Q8_0 stay close to F32
 // versions of the same model (quantization noise only).
-// bf16 device weights are the CUDA backend's; the CPU backend refuses them, and the names parse.
-TEST_F(RunnerTest, RefusesBf16DeviceWeights) {
-  RunnerOptions o;
-  o.device_weights = DeviceWeights::kBf16;
-  auto r = CpuModelRunner::Create(*weights_, o);
-  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
-  EXPECT_EQ(*ParseDeviceWeights("bf16"), DeviceWeights::kBf16);
-  EXPECT_EQ(*ParseDeviceWeights("f32"), DeviceWeights::kF32);
-  EXPECT_EQ(ParseDeviceWeights("fp16").status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_STREQ(DeviceWeightsName(DeviceWeights::kBf16), "bf16");
+// 16-bit device weights and KV caches are the CUDA backend's; the CPU backend refuses them, and
+// the names parse (and print back).
+TEST_F(RunnerTest, Refuses16BitDeviceWeightsAndKv) {
+  for (DeviceDtype t : {DeviceDtype::kBf16, DeviceDtype::kF16}) {
+    RunnerOptions weights16, kv16;
+    weights16.device_weights = t;
+    kv16.kv_dtype = t;
+    for (const RunnerOptions& o : {weights16, kv16}) {
+      auto r = CpuModelRunner::Create(*weights_, o);
+      EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+    }
+  }
+  for (DeviceDtype t : {DeviceDtype::kF32, DeviceDtype::kBf16, DeviceDtype::kF16}) {
+    EXPECT_EQ(*ParseDeviceDtype(DeviceDtypeName(t)), t);
+  }
+  EXPECT_STREQ(DeviceDtypeName(DeviceDtype::kBf16), "bf16");
+  EXPECT_STREQ(DeviceDtypeName(DeviceDtype::kF16), "f16");
+  for (const char* bad : {"fp16", "BF16", "", "f8"}) {
+    EXPECT_EQ(ParseDeviceDtype(bad).status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
 }
 
 TEST(RunnerTypes, RandomModelsOfEveryTypeAgreeWithF32) {

@@ -34,7 +34,8 @@ TEST(ServerConfigTest, DefaultsWithOnlyTheModel) {
   EXPECT_EQ(c->runner.num_threads, std::min<int64_t>(cores, 256));
   EXPECT_EQ(c->runner.block_size, 16);
   EXPECT_EQ(c->runner.kv_cache_bytes, int64_t{1} << 30);
-  EXPECT_EQ(c->runner.device_weights, DeviceWeights::kF32);
+  EXPECT_EQ(c->runner.device_weights, DeviceDtype::kF32);
+  EXPECT_EQ(c->runner.kv_dtype, DeviceDtype::kF32);
   EXPECT_EQ(c->engine.default_kv_policy.method, KvMethod::kFull);
   EXPECT_EQ(c->engine.default_kv_policy.budget, 0);
   EXPECT_EQ(c->engine.default_kv_policy.ratio, 0.0);
@@ -155,14 +156,27 @@ TEST(ServerConfigTest, EveryFlagIsApplied) {
 }
 
 // Parsing needs no GPU: availability is checked when the runner is made.
-TEST(ServerConfigTest, CudaWithBf16Weights) {
-  auto c = ParseServerFlags(WithModel({"--device", "cuda", "--weights-dtype", "bf16"}));
+TEST(ServerConfigTest, CudaWith16BitWeightsAndKv) {
+  auto c = ParseServerFlags(
+      WithModel({"--device", "cuda", "--weights-dtype", "bf16", "--kv-dtype", "f16"}));
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->device, Device::kCuda);
-  EXPECT_EQ(c->runner.device_weights, DeviceWeights::kBf16);
-  auto f32 = ParseServerFlags(WithModel({"--weights-dtype", "f32"}));
+  EXPECT_EQ(c->runner.device_weights, DeviceDtype::kBf16);
+  EXPECT_EQ(c->runner.kv_dtype, DeviceDtype::kF16);
+  auto f32 = ParseServerFlags(WithModel({"--weights-dtype", "f32", "--kv-dtype", "f32"}));
   ASSERT_TRUE(f32.ok()) << f32.status();
-  EXPECT_EQ(f32->runner.device_weights, DeviceWeights::kF32);
+  EXPECT_EQ(f32->runner.device_weights, DeviceDtype::kF32);
+  EXPECT_EQ(f32->runner.kv_dtype, DeviceDtype::kF32);
+}
+
+TEST(ServerConfigTest, SixteenBitTypesNeedCuda) {
+  for (const char* flag : {"--weights-dtype", "--kv-dtype"}) {
+    auto c = ParseServerFlags(WithModel({flag, "bf16"}));
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument) << flag;
+    EXPECT_NE(c.status().message().find("--device cuda"), std::string::npos) << c.status();
+    auto bad = ParseServerFlags(WithModel({"--device", "cuda", flag, "fp8"}));
+    EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument) << flag;
+  }
 }
 
 TEST(ServerConfigTest, RatioInsteadOfBudget) {
@@ -267,7 +281,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{WithModel({"--kv-cache-bytes", "1.5G"}), "--kv-cache-bytes: '1.5G'"},
         BadCase{WithModel({"--kv-cache-bytes", "99999999999T"}), "too large"},
         BadCase{WithModel({"--weights-dtype", "fp8"}),
-                "--weights-dtype: unknown weight type 'fp8'"},
+                "--weights-dtype: unknown device type 'fp8'"},
         BadCase{WithModel({"--weights-dtype", "bf16"}), "--weights-dtype bf16 needs --device cuda"},
         // KV policy.
         BadCase{WithModel({"--kv-method", "magic"}), "--kv-method: unknown kv method 'magic'"},
