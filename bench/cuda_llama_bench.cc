@@ -286,11 +286,12 @@ Args ParseArgs(int argc, char** argv) {
 // --cpu-rehearsal: the same program over the CPU runner and a small random model file (2 layers,
 // dim 256, 8/2 heads), to check the benchmark itself on a machine without a GPU.
 int Main(int argc, char** argv) {
-  const Args args = ParseArgs(argc, argv);
+  Args args = ParseArgs(argc, argv);
+  if (args.cpu_rehearsal) args.weights = args.kv = DeviceDtype::kF32;  // the CPU runner's only
   RunnerOptions options;
   options.kv_cache_bytes = static_cast<int64_t>(args.kv_gb * 1e9);
-  options.device_weights = args.cpu_rehearsal ? DeviceDtype::kF32 : args.weights;
-  options.kv_dtype = args.cpu_rehearsal ? DeviceDtype::kF32 : args.kv;
+  options.device_weights = args.weights;
+  options.kv_dtype = args.kv;
   const auto t0 = std::chrono::steady_clock::now();
   std::unique_ptr<ModelWeights> weights;
   absl::StatusOr<std::unique_ptr<ModelRunner>> runner;

@@ -34,6 +34,9 @@ constexpr int64_t kMinSplitEntries = 128;
 // the engine thread for minutes.
 constexpr int64_t kMaxH2oPromptTokens = 16384;
 constexpr int64_t kMaxSplits = 64;
+// Blocks per round of a 16-bit import (ImportSequence): the staging buffer holds this many fp32
+// blocks and their rounding (16.5 MiB for Llama-3-8B's 256 KiB fp32 blocks).
+constexpr int64_t kImportChunkBlocks = 64;
 
 absl::Status CudaStatus(int code, const char* call) {
   if (code == 0) return absl::OkStatus();
@@ -180,6 +183,11 @@ absl::Status CudaModelRunner::Init(uint64_t seed) {
   RETURN_IF_ERROR(kv_pool_.Reserve(
       static_cast<size_t>(std::max<int64_t>(pool_.num_blocks(), 1)) * block_bytes(),
       "the KV pool"));
+  if (kv_dtype_ != cuda::Dtype::kF32) {  // fp32 blocks, then their rounding
+    RETURN_IF_ERROR(import_staging_.Reserve(
+        static_cast<size_t>(kImportChunkBlocks * geometry_.BlockFloats()) * (sizeof(float) + 2),
+        "KV import staging"));
+  }
   CUDA_TRY(cudaStreamSynchronize(static_cast<cudaStream_t>(stream_)));
   return absl::OkStatus();
 }
@@ -825,51 +833,56 @@ absl::Status CudaModelRunner::ComputeLogits(std::vector<float>& logits) {
 
 // ---- Persistence ------------------------------------------------------------------------------
 
+// fp32 pools copy straight into `host`; 16-bit ones into a host buffer of bits, widened here.
 absl::Status CudaModelRunner::BlocksToHost(std::span<const BlockId> table, int64_t blocks,
                                            std::vector<float>& host) {
-  const int64_t floats = geometry_.BlockFloats(), bytes = block_bytes();
-  std::vector<char> raw(static_cast<size_t>(std::max<int64_t>(blocks, 1) * bytes));
+  const int64_t bytes = block_bytes();
+  host.resize(static_cast<size_t>(blocks * geometry_.BlockFloats()));
+  std::vector<uint16_t> bits;
+  char* dst = reinterpret_cast<char*>(host.data());
+  if (kv_dtype_ != cuda::Dtype::kF32) {
+    bits.resize(host.size());
+    dst = reinterpret_cast<char*>(bits.data());
+  }
   auto stream = static_cast<cudaStream_t>(stream_);
   for (int64_t b = 0; b < blocks; ++b) {
-    CUDA_TRY(cudaMemcpyAsync(raw.data() + b * bytes,
+    CUDA_TRY(cudaMemcpyAsync(dst + b * bytes,
                              kv_pool_.as<char>() + int64_t{table[static_cast<size_t>(b)]} * bytes,
                              static_cast<size_t>(bytes), cudaMemcpyDeviceToHost, stream));
   }
   CUDA_TRY(cudaStreamSynchronize(stream));
-  host.resize(static_cast<size_t>(blocks * floats));
-  if (kv_dtype_ == cuda::Dtype::kF32) {
-    std::memcpy(host.data(), raw.data(), host.size() * sizeof(float));
-    return absl::OkStatus();
-  }
-  for (size_t i = 0; i < host.size(); ++i) {
-    uint16_t bits;
-    std::memcpy(&bits, raw.data() + i * sizeof(bits), sizeof(bits));
-    host[i] = Widen(bits, kv_dtype_);
-  }
+  for (size_t i = 0; i < bits.size(); ++i) host[i] = Widen(bits[i], kv_dtype_);
   return absl::OkStatus();
 }
 
-// One upload of the whole host array, rounded on the device (16-bit pools), then one
-// device-to-device copy per block.
+// fp32 pools: one host-to-device copy per block. 16-bit pools: kImportChunkBlocks blocks at a
+// time through import_staging_ (allocated once, in Init): uploaded in fp32, rounded on the
+// device, then one device-to-device copy per block (stream order keeps the staging reuse safe).
 absl::Status CudaModelRunner::BlocksToDevice(std::span<const BlockId> table, int64_t blocks,
                                              const std::vector<float>& host) {
-  if (blocks == 0) return absl::OkStatus();
-  const int64_t floats = blocks * geometry_.BlockFloats(), bytes = block_bytes();
+  const int64_t floats = geometry_.BlockFloats(), bytes = block_bytes();
   auto stream = static_cast<cudaStream_t>(stream_);
-  RETURN_IF_ERROR(import_f32_.Reserve(Bytes<float>(floats), "KV import staging"));
-  CUDA_TRY(cudaMemcpyAsync(import_f32_.as<float>(), host.data(), Bytes<float>(floats),
-                           cudaMemcpyHostToDevice, stream));
-  const char* src = import_f32_.as<char>();
-  if (kv_dtype_ != cuda::Dtype::kF32) {
-    RETURN_IF_ERROR(import_16_.Reserve(Bytes<uint16_t>(floats), "KV import staging"));
-    CUDA_TRY(cuda::LaunchConvert(import_f32_.as<float>(), import_16_.as<void>(), floats, kv_dtype_,
-                                 stream_));
-    src = import_16_.as<char>();
-  }
-  for (int64_t b = 0; b < blocks; ++b) {
-    CUDA_TRY(cudaMemcpyAsync(kv_pool_.as<char>() + int64_t{table[static_cast<size_t>(b)]} * bytes,
-                             src + b * bytes, static_cast<size_t>(bytes), cudaMemcpyDeviceToDevice,
-                             stream));
+  auto pool_block = [&](int64_t b) {
+    return kv_pool_.as<char>() + int64_t{table[static_cast<size_t>(b)]} * bytes;
+  };
+  for (int64_t b0 = 0; b0 < blocks; b0 += kImportChunkBlocks) {
+    const int64_t n = std::min(kImportChunkBlocks, blocks - b0);
+    if (kv_dtype_ == cuda::Dtype::kF32) {
+      for (int64_t b = b0; b < b0 + n; ++b) {
+        CUDA_TRY(cudaMemcpyAsync(pool_block(b), host.data() + b * floats,
+                                 static_cast<size_t>(bytes), cudaMemcpyHostToDevice, stream));
+      }
+      continue;
+    }
+    float* staged = import_staging_.as<float>();
+    char* rounded = reinterpret_cast<char*>(staged + kImportChunkBlocks * floats);
+    CUDA_TRY(cudaMemcpyAsync(staged, host.data() + b0 * floats, Bytes<float>(n * floats),
+                             cudaMemcpyHostToDevice, stream));
+    CUDA_TRY(cuda::LaunchConvert(staged, rounded, n * floats, kv_dtype_, stream_));
+    for (int64_t b = 0; b < n; ++b) {
+      CUDA_TRY(cudaMemcpyAsync(pool_block(b0 + b), rounded + b * bytes, static_cast<size_t>(bytes),
+                               cudaMemcpyDeviceToDevice, stream));
+    }
   }
   CUDA_TRY(cudaStreamSynchronize(stream));  // the caller reuses `host`
   return absl::OkStatus();

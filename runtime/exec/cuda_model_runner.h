@@ -214,7 +214,7 @@ class CudaModelRunner final : public ModelRunner {
   Buffer x16_;          // 16-bit weights: a product's input in their format
   Buffer compress_ws_;  // per compressing sequence: its "block" of n entries, K then V
   Buffer scores_, pooled_, kept_;
-  Buffer import_f32_, import_16_;  // ImportSequence: one layer's blocks, fp32 and converted
+  Buffer import_staging_;  // 16-bit pools: ImportSequence's fp32 blocks and their rounding
   int64_t ones_rows_ = 0;  // rows of ones_ holding 1.0f
 };
 

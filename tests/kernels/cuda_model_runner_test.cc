@@ -226,7 +226,10 @@ TEST_F(CudaRunnerTest, SixteenBitStorageStaysCloseToTheGoldenRun) {
 }
 
 // A 16-bit KV cache: twice the blocks in the same bytes; every stored value is a value of the
-// format and within one rounding step of the CPU's fp32 cache; a chunked compressing prefill
+// format; layer 0's are within one rounding step of the CPU's fp32 cache, and later layers' (whose
+// inputs went through attention over rounded K/V) within 8 rounding steps of the layer's RMS
+// (tools/device/emulate_rounding.py's arithmetic on this prompt: worst 0.021 RMS for bf16, 0.0031
+// for f16, against bounds of 0.0625 and 0.0078); a chunked compressing prefill
 // (its first chunk read back from the 16-bit pool) keeps as many entries per layer as the CPU and
 // stays within the golden tolerance of the format; export widens and import rounds bit-exactly.
 TEST_F(CudaRunnerTest, SixteenBitKvCacheHoldsRoundedEntries) {
@@ -252,9 +255,13 @@ TEST_F(CudaRunnerTest, SixteenBitKvCacheHoldsRoundedEntries) {
     const auto ge = ExportAll(gpu, g), ce = ExportAll(*cpu, c);
     for (size_t l = 0; l < ge.size(); ++l) {
       ASSERT_EQ(ge[l].size(), ce[l].size());
+      double square = 0.0;
+      for (float x : ce[l]) square += double{x} * x;
+      const float rms = static_cast<float>(std::sqrt(square / static_cast<double>(ce[l].size())));
       for (size_t i = 0; i < ge[l].size(); ++i) {
         ASSERT_EQ(testing::FromBits(testing::ToBits(ge[l][i], dt), dt), ge[l][i]) << i;
-        ASSERT_NEAR(ge[l][i], ce[l][i], rel * std::fabs(ce[l][i]) + 1e-4f) << "layer " << l;
+        const float bound = l == 0 ? rel * std::fabs(ce[l][i]) + 1e-4f : 8 * rel * rms;
+        ASSERT_NEAR(ge[l][i], ce[l][i], bound) << "layer " << l;
       }
     }
     // Export, import into a fresh sequence: bit-exact, and it decodes as the original.
