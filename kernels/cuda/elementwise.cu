@@ -114,12 +114,6 @@ __global__ void GatherTypedKernel(const void* table_bits, const int32_t* ids, fl
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) dst[i] = Storage<D>::Load(src + i);
 }
 
-__global__ void GatherKernel(const float* table, const int32_t* ids, float* out, int64_t dim) {
-  const float* src = table + static_cast<int64_t>(ids[blockIdx.x]) * dim;
-  float* dst = out + blockIdx.x * dim;
-  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) dst[i] = src[i];
-}
-
 int Launched() { return static_cast<int>(cudaGetLastError()); }
 
 // Grid size of the grid-stride element-wise kernels.
@@ -165,10 +159,7 @@ int LaunchSwiGlu(const float* gate, const float* up, float* out, int64_t n, void
 
 int LaunchEmbeddingGather(const float* table, const int32_t* ids, float* out, int64_t tokens,
                           int64_t dim, void* stream) {
-  if (tokens <= 0) return 0;
-  GatherKernel<<<static_cast<unsigned>(tokens), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
-      table, ids, out, dim);
-  return Launched();
+  return LaunchEmbeddingGatherTyped(table, Dtype::kF32, ids, out, tokens, dim, stream);
 }
 
 int LaunchFillUniform(float* out, int64_t n, uint64_t seed, float bound, void* stream) {

@@ -70,14 +70,6 @@ cuda::Dtype ToCuda(DeviceDtype t) {
   return cuda::Dtype::kF32;
 }
 
-// Host twins of the device formats: the bits of x as `t` (round to nearest even), and back.
-uint16_t Narrow(float x, cuda::Dtype t) {
-  return t == cuda::Dtype::kBf16 ? Fp32ToBf16(x) : Fp32ToFp16(x);
-}
-float Widen(uint16_t bits, cuda::Dtype t) {
-  return t == cuda::Dtype::kBf16 ? Bf16ToFp32(bits) : Fp16ToFp32(bits);
-}
-
 }  // namespace
 
 // ---- Buffer ---------------------------------------------------------------------------------
@@ -218,7 +210,7 @@ absl::StatusOr<const void*> CudaModelRunner::UploadMatrix(const WeightMatrix& m)
     return UploadBytes(host.data(), host.size() * sizeof(float));
   }
   std::vector<uint16_t> half(host.size());
-  for (size_t i = 0; i < host.size(); ++i) half[i] = Narrow(host[i], weights_dtype_);
+  for (size_t i = 0; i < host.size(); ++i) half[i] = cuda::HostNarrow(host[i], weights_dtype_);
   return UploadBytes(half.data(), half.size() * sizeof(uint16_t));
 }
 
@@ -851,7 +843,7 @@ absl::Status CudaModelRunner::BlocksToHost(std::span<const BlockId> table, int64
                              static_cast<size_t>(bytes), cudaMemcpyDeviceToHost, stream));
   }
   CUDA_TRY(cudaStreamSynchronize(stream));
-  for (size_t i = 0; i < bits.size(); ++i) host[i] = Widen(bits[i], kv_dtype_);
+  for (size_t i = 0; i < bits.size(); ++i) host[i] = cuda::HostWiden(bits[i], kv_dtype_);
   return absl::OkStatus();
 }
 
@@ -865,15 +857,14 @@ absl::Status CudaModelRunner::BlocksToDevice(std::span<const BlockId> table, int
   auto pool_block = [&](int64_t b) {
     return kv_pool_.as<char>() + int64_t{table[static_cast<size_t>(b)]} * bytes;
   };
-  for (int64_t b0 = 0; b0 < blocks; b0 += kImportChunkBlocks) {
-    const int64_t n = std::min(kImportChunkBlocks, blocks - b0);
-    if (kv_dtype_ == cuda::Dtype::kF32) {
-      for (int64_t b = b0; b < b0 + n; ++b) {
-        CUDA_TRY(cudaMemcpyAsync(pool_block(b), host.data() + b * floats,
-                                 static_cast<size_t>(bytes), cudaMemcpyHostToDevice, stream));
-      }
-      continue;
+  if (kv_dtype_ == cuda::Dtype::kF32) {
+    for (int64_t b = 0; b < blocks; ++b) {
+      CUDA_TRY(cudaMemcpyAsync(pool_block(b), host.data() + b * floats, static_cast<size_t>(bytes),
+                               cudaMemcpyHostToDevice, stream));
     }
+  }
+  for (int64_t b0 = 0; kv_dtype_ != cuda::Dtype::kF32 && b0 < blocks; b0 += kImportChunkBlocks) {
+    const int64_t n = std::min(kImportChunkBlocks, blocks - b0);
     float* staged = import_staging_.as<float>();
     char* rounded = reinterpret_cast<char*>(staged + kImportChunkBlocks * floats);
     CUDA_TRY(cudaMemcpyAsync(staged, host.data() + b0 * floats, Bytes<float>(n * floats),

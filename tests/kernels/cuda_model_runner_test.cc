@@ -259,7 +259,7 @@ TEST_F(CudaRunnerTest, SixteenBitKvCacheHoldsRoundedEntries) {
       for (float x : ce[l]) square += double{x} * x;
       const float rms = static_cast<float>(std::sqrt(square / static_cast<double>(ce[l].size())));
       for (size_t i = 0; i < ge[l].size(); ++i) {
-        ASSERT_EQ(testing::FromBits(testing::ToBits(ge[l][i], dt), dt), ge[l][i]) << i;
+        ASSERT_EQ(cuda::HostWiden(cuda::HostNarrow(ge[l][i], dt), dt), ge[l][i]) << i;
         const float bound = l == 0 ? rel * std::fabs(ce[l][i]) + 1e-4f : 8 * rel * rms;
         ASSERT_NEAR(ge[l][i], ce[l][i], bound) << "layer " << l;
       }

@@ -147,7 +147,7 @@ TEST(CudaElementwise, ConvertMatchesCpuExactly) {
   DeviceVector<float> dx(x);
   for (cuda::Dtype type : {cuda::Dtype::kBf16, cuda::Dtype::kF16}) {
     std::vector<uint16_t> ref(x.size());
-    for (size_t i = 0; i < x.size(); ++i) ref[i] = testing::ToBits(x[i], type);
+    for (size_t i = 0; i < x.size(); ++i) ref[i] = cuda::HostNarrow(x[i], type);
     DeviceVector<uint16_t> dout(x.size());
     ASSERT_EQ(cuda::LaunchConvert(dx.get(), dout.get(), n, type, nullptr), 0);
     ASSERT_EQ(cuda::Synchronize(), 0);
@@ -166,7 +166,7 @@ TEST(CudaElementwise, ConvertMatchesCpuExactly) {
     DeviceVector<float> dnan(nan);
     ASSERT_EQ(cuda::LaunchConvert(dnan.get(), dout.get(), 1, type, nullptr), 0);
     ASSERT_EQ(cuda::Synchronize(), 0);
-    EXPECT_TRUE(std::isnan(testing::FromBits(dout.ToHost()[0], type)));
+    EXPECT_TRUE(std::isnan(cuda::HostWiden(dout.ToHost()[0], type)));
   }
   DeviceVector<float> copy(x.size());
   ASSERT_EQ(cuda::LaunchConvert(dx.get(), copy.get(), n, cuda::Dtype::kF32, nullptr), 0);

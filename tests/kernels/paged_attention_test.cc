@@ -27,6 +27,42 @@ struct Case {
   std::vector<int32_t> lens;
 };
 
+// The shape of one decode launch (PagedDecodeParams): `rows` query rows, their tables at
+// `table_stride` (0: one shared table).
+struct DecodeShape {
+  int32_t rows, heads, kv_heads, head_dim, block_size, table_stride, splits, max_kv_len;
+  float scale;
+};
+
+// Runs the decode kernel over `pool` (stored as `type`); returns its output.
+std::vector<float> RunDecode(const DecodeShape& s, const std::vector<float>& q,
+                             const DeviceTyped& pool, cuda::Dtype type,
+                             const std::vector<int32_t>& tables, const std::vector<int32_t>& lens) {
+  DeviceVector<float> dq(q), dout(q.size());
+  DeviceVector<int32_t> dtables(tables), dlens(lens);
+  cuda::PagedDecodeParams p;
+  p.q = dq.get();
+  p.out = dout.get();
+  p.num_seqs = s.rows;
+  p.num_heads = s.heads;
+  p.num_kv_heads = s.kv_heads;
+  p.head_dim = s.head_dim;
+  p.pool = pool.get();
+  p.kv_dtype = type;
+  p.block_size = s.block_size;
+  p.block_tables = dtables.get();
+  p.max_blocks_per_seq = s.table_stride;
+  p.kv_lens = dlens.get();
+  p.scale = s.scale;
+  p.num_splits = s.splits;
+  p.max_kv_len = s.max_kv_len;
+  DeviceVector<float> ws(static_cast<size_t>(cuda::PagedDecodeWorkspaceFloats(p)));
+  p.workspace = ws.get();
+  EXPECT_EQ(cuda::LaunchPagedDecodeAttention(p, nullptr), 0);
+  EXPECT_EQ(cuda::Synchronize(), 0);
+  return dout.ToHost();
+}
+
 TEST(CudaPagedAttention, DecodeMatchesCpu) {
   FUNNEL_SKIP_WITHOUT_GPU();
   const std::vector<Case> cases = {
@@ -73,29 +109,10 @@ TEST(CudaPagedAttention, DecodeMatchesCpu) {
         for (int32_t h = 0; h < c.kv_heads; ++h) PagedAttentionKvHead(a, h, scratch);
       }
 
-      DeviceVector<float> dq(q), dout(q.size());
-      DeviceVector<int32_t> dtables(tables), dlens(c.lens);
-      cuda::PagedDecodeParams p;
-      p.q = dq.get();
-      p.out = dout.get();
-      p.num_seqs = c.seqs;
-      p.num_heads = c.heads;
-      p.num_kv_heads = c.kv_heads;
-      p.head_dim = c.head_dim;
-      p.pool = dpool.get();
-      p.kv_dtype = type;
-      p.block_size = c.block_size;
-      p.block_tables = dtables.get();
-      p.max_blocks_per_seq = max_blocks;
-      p.kv_lens = dlens.get();
-      p.scale = scale;
-      p.num_splits = c.splits;
-      p.max_kv_len = max_len;
-      DeviceVector<float> ws(static_cast<size_t>(cuda::PagedDecodeWorkspaceFloats(p)));
-      p.workspace = ws.get();
-      ASSERT_EQ(cuda::LaunchPagedDecodeAttention(p, nullptr), 0);
-      ASSERT_EQ(cuda::Synchronize(), 0);
-      EXPECT_LE(ToleranceRatio(dout.ToHost(), ref, 2e-5, 1e-4), 1.0)
+      const DecodeShape shape{c.seqs,     c.heads,  c.kv_heads, c.head_dim, c.block_size,
+                              max_blocks, c.splits, max_len,    scale};
+      EXPECT_LE(ToleranceRatio(RunDecode(shape, q, dpool, type, tables, c.lens), ref, 2e-5, 1e-4),
+                1.0)
           << DtypeName(type) << ", " << c.seqs << " seqs, " << c.heads << "/" << c.kv_heads
           << " heads, d " << c.head_dim << ", splits " << c.splits;
     }
@@ -146,29 +163,9 @@ TEST(CudaPagedAttention, SharedTableRowsMatchCausalPrefill) {
 
       std::vector<int32_t> lens(static_cast<size_t>(c.n));
       for (int32_t i = 0; i < c.n; ++i) lens[static_cast<size_t>(i)] = c.base + i + 1;
-      DeviceVector<float> dq(q), dout(q.size());
-      DeviceVector<int32_t> dtable(table), dlens(lens);
-      cuda::PagedDecodeParams p;
-      p.q = dq.get();
-      p.out = dout.get();
-      p.num_seqs = c.n;
-      p.num_heads = c.heads;
-      p.num_kv_heads = c.kv_heads;
-      p.head_dim = c.head_dim;
-      p.pool = dpool.get();
-      p.kv_dtype = type;
-      p.block_size = c.block_size;
-      p.block_tables = dtable.get();
-      p.max_blocks_per_seq = 0;
-      p.kv_lens = dlens.get();
-      p.scale = scale;
-      p.num_splits = c.splits;
-      p.max_kv_len = len;
-      DeviceVector<float> ws(static_cast<size_t>(cuda::PagedDecodeWorkspaceFloats(p)));
-      p.workspace = ws.get();
-      ASSERT_EQ(cuda::LaunchPagedDecodeAttention(p, nullptr), 0);
-      ASSERT_EQ(cuda::Synchronize(), 0);
-      EXPECT_LE(ToleranceRatio(dout.ToHost(), ref, 2e-5, 1e-4), 1.0)
+      const DecodeShape shape{c.n, c.heads,  c.kv_heads, c.head_dim, c.block_size,
+                              0,   c.splits, len,        scale};  // one shared table
+      EXPECT_LE(ToleranceRatio(RunDecode(shape, q, dpool, type, table, lens), ref, 2e-5, 1e-4), 1.0)
           << DtypeName(type) << ", " << c.n << " rows after " << c.base << ", " << c.heads << "/"
           << c.kv_heads << " heads, d " << c.head_dim << ", block " << c.block_size;
     }

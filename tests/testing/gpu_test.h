@@ -8,7 +8,6 @@
 #include <optional>
 #include <vector>
 
-#include "kernels/cpu/convert.h"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/dtype.h"
 
@@ -59,18 +58,10 @@ inline const char* DtypeName(cuda::Dtype t) {
   return t == cuda::Dtype::kF32 ? "f32" : (t == cuda::Dtype::kBf16 ? "bf16" : "f16");
 }
 
-// The host twins of the 16-bit formats (kernels/cpu/convert.h): bits of x, and back.
-inline uint16_t ToBits(float x, cuda::Dtype t) {
-  return t == cuda::Dtype::kBf16 ? Fp32ToBf16(x) : Fp32ToFp16(x);
-}
-inline float FromBits(uint16_t b, cuda::Dtype t) {
-  return t == cuda::Dtype::kBf16 ? Bf16ToFp32(b) : Fp16ToFp32(b);
-}
-
 // values[i] = values[i] stored as `t` and read back (fp32: unchanged).
 inline void RoundInPlace(std::vector<float>& values, cuda::Dtype t) {
   if (t == cuda::Dtype::kF32) return;
-  for (float& x : values) x = FromBits(ToBits(x, t), t);
+  for (float& x : values) x = cuda::HostWiden(cuda::HostNarrow(x, t), t);
 }
 
 // A device copy of `values` stored as `t`. Rounds `values` in place first, so that a CPU
@@ -84,8 +75,8 @@ class DeviceTyped {
     }
     std::vector<uint16_t> bits(values.size());
     for (size_t i = 0; i < values.size(); ++i) {
-      bits[i] = ToBits(values[i], t);
-      values[i] = FromBits(bits[i], t);
+      bits[i] = cuda::HostNarrow(values[i], t);
+      values[i] = cuda::HostWiden(bits[i], t);
     }
     bits_.emplace(bits);
   }
@@ -97,7 +88,7 @@ class DeviceTyped {
     if (f32_) return f32_->ToHost();
     const std::vector<uint16_t> bits = bits_->ToHost();
     std::vector<float> out(bits.size());
-    for (size_t i = 0; i < bits.size(); ++i) out[i] = FromBits(bits[i], type_);
+    for (size_t i = 0; i < bits.size(); ++i) out[i] = cuda::HostWiden(bits[i], type_);
     return out;
   }
 
